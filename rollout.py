@@ -1,0 +1,104 @@
+"""
+The SCoRe episode (PAPER.md, "Episode"): attempt 1, the self-correction instruction, attempt 2.
+
+    x1 = problem with the task prompt          y1 ~ pi(. | x1)
+    x2 = [x1, y1, p]  (p = the instruction)    y2 ~ pi(. | x2)
+
+With a chat model the turns are messages: user(x1), assistant(y1), user(p), assistant(y2).
+`run_episodes` samples k episodes per problem and returns them as one `Episodes` batch whose
+token rows hold the whole conversation, so one forward pass over a row gives the log-probs of
+both attempts, each selected by its own action mask. The same code runs N attempts for the
+paper's "more than two attempts" analysis (n_turns > 2 repeats the instruction).
+
+The prompts below are the paper's exact text (Appendix C).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from model import UsageError, chat_prompt_ids, end_of_turn_ids, sample, turn_glue_ids
+
+MATH_PROMPT = (
+    "You are a math expert. When you respond, respond only with the Solution of the final Problem, thinking "
+    "step by step. At the end of the Solution, when you give your final answer, write it in the form "
+    '"Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+
+SELF_CORRECTION_INSTRUCTION = (
+    "There might be an error in the solution above because of lack of understanding of the question. Please "
+    "correct the error, if any, and rewrite the solution. Only output the final solution! At the end of the "
+    'Solution, when you give your final answer, write it in the form "Final Answer: The final answer is '
+    '$answer$. I hope it is correct."'
+)
+
+CODE_SELF_CORRECTION_INSTRUCTION = (
+    "There might be an error in the code above because of lack of understanding of the question. Please "
+    "correct the error, if any, and rewrite the solution. Only output the final correct Python program!"
+)
+
+
+@dataclass
+class Episodes:
+    """A batch of N = problems x k episodes of n_turns attempts each.
+
+    Row i of input_ids is the whole conversation [x1, y1, glue, y2, pad...]; "glue" is the
+    chat-template tokens plus the instruction p between attempts. Masks are aligned with input_ids:
+    action_masks[t, i, j] is True when token j of row i was sampled by the policy at attempt t.
+    That includes the attempt's end-of-turn token (the model must learn to stop) and excludes
+    prompts, glue and padding (the model did not choose them)."""
+    input_ids: torch.Tensor       # (N, T) long, right padded
+    attention_mask: torch.Tensor  # (N, T) long, 1 on real tokens
+    action_masks: torch.Tensor    # (n_turns, N, T) bool
+    rewards: torch.Tensor         # (n_turns, N) float: the verifier's r(y_t, y*), 0 or 1
+    truncated: torch.Tensor       # (n_turns, N) bool: attempt t hit max_new_tokens (reward is then usually 0)
+    problem_index: torch.Tensor   # (N,) long: rows 0..k-1 share problem 0, and so on
+    responses: list               # [n_turns][N] decoded attempts
+    samples_per_problem: int      # k
+
+
+def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, temperature, max_new_tokens,
+                 n_turns=2, batch_size=64):
+    """Sample k = samples_per_problem episodes for each problem and score every attempt."""
+    k, device = samples_per_problem, next(model.parameters()).device
+    end_ids = end_of_turn_ids(model, tokenizer)
+    glue = turn_glue_ids(tokenizer, end_ids, task.instruction)
+    max_len = getattr(model.config, "max_position_embeddings", None)
+    problems_k = [p for p in problems for _ in range(k)]
+
+    contexts = [chat_prompt_ids(tokenizer, task.first_prompt(p)) for p in problems_k]
+    spans, responses, truncated = [], [], []
+    for turn in range(n_turns):
+        longest = max(len(c) for c in contexts) + max_new_tokens
+        if max_len is not None and longest > max_len:
+            raise UsageError(f"attempt {turn + 1} needs {longest} positions but the model has {max_len}; "
+                             f"lower --max_new_tokens or use shorter problems")
+        # 1. (and 2.) an attempt: sample y_t given the conversation so far.
+        ys, cut = sample(model, contexts, max_new_tokens=max_new_tokens, temperature=temperature,
+                         end_ids=end_ids, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
+        spans.append([(len(c), len(c) + len(y)) for c, y in zip(contexts, ys)])
+        responses.append([tokenizer.decode(y, skip_special_tokens=True) for y in ys])
+        truncated.append(cut)
+        if turn < n_turns - 1:
+            # The next context is the old one + y_t (+ an end token the model didn't write, if it was
+            # cut off: the chat must be well formed, but that token is not an action) + glue with p.
+            contexts = [c + y + ([tokenizer.eos_token_id] if t else []) + glue for c, y, t in zip(contexts, ys, cut)]
+    rows = [c + y for c, y in zip(contexts, ys)]  # the whole conversation, ending with the last attempt
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    action_masks = torch.zeros((n_turns, len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        input_ids[i, :len(row)] = torch.tensor(row)
+        attention_mask[i, :len(row)] = 1
+        for turn in range(n_turns):
+            start, end = spans[turn][i]
+            action_masks[turn, i, start:end] = True
+
+    rewards = torch.tensor([task.score(responses[t], problems_k) for t in range(n_turns)], dtype=torch.float)
+    return Episodes(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                    action_masks=action_masks.to(device), rewards=rewards.to(device),
+                    truncated=torch.tensor(truncated, device=device),
+                    problem_index=torch.arange(len(problems), device=device).repeat_interleave(k),
+                    responses=responses, samples_per_problem=k)

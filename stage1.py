@@ -1,0 +1,279 @@
+"""
+Stage I of SCoRe: learn to correct on attempt 2 while attempt 1 stays close to the base model.
+
+    Eq. 3   max_theta  E[ r(y2, y*) - beta2 * KL(pi(.|x1) || pi_ref(.|x1)) ]
+            (attempt 2 keeps the small default KL beta1 of Eq. 2)
+
+Only attempt 2 is rewarded. The strong KL on attempt 1 stops the cheap way out, improving attempt 1
+and copying it, so Stage II starts from a policy whose two attempts are not coupled (PAPER.md).
+This file also holds the REINFORCE update of Eq. 2 that both stages use (`reinforce_update`).
+
+Reads:  a base model (--model: hub id, folder or .gguf), training problems (--task, --train_data)
+Writes: {out_dir}/stage1/  (save_pretrained folder + score_config.json, read by stage2.py)
+        {out_dir}/logs/stage1.jsonl (one line per step), {out_dir}/logs/stage1_samples.jsonl
+Run:    python stage1.py                         # one 80 GB GPU, Qwen2.5-1.5B-Instruct on MATH
+        python stage1.py --model Qwen/Qwen2.5-0.5B-Instruct --micro_batch 4   # a 24 GB GPU
+        python stage1.py --preset tiny           # CPU, offline, under a minute: the tutorial path
+
+Where this departs from the paper:
+1. Scale: 64 episodes a step (16 problems x k=4 samples) and 200 steps, not batch 512 for a share of
+   3000 steps; Qwen2.5-1.5B-Instruct, not Gemini 1.5 Flash. Adam lr 5e-6 and beta2 = 0.1 as Table 5.
+2. Baseline: leave-one-out over the k samples of a problem (RLOO, the estimator of Ahmadian et al.
+   2024, which the paper cites for its REINFORCE); the paper states none. --baseline none for plain.
+3. KL: the k1 estimate log(pi/pi_ref), summed over a turn's sampled tokens, enters that turn's
+   reward, as in RLOO. The paper does not say which estimator it used.
+4. Gradient-norm clipping at 1.0, a common safety net the paper does not mention.
+5. --preset tiny trains a tiny model built in-process on `a + b` arithmetic; its base model gets
+   a few seconds of supervised warm-up first so that it is right sometimes (no signal at 0 %).
+"""
+
+import dataclasses
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from model import (UsageError, append_jsonl, autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids,
+                   load_model, load_tokenizer, parse_config, require_device, save_checkpoint, token_logprobs,
+                   turn_glue_ids)
+from rollout import run_episodes
+from tasks import get_task, load_problems
+
+
+@dataclass
+class Config:
+    model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    """the base model pi_ref and the starting policy: hub id, local folder or .gguf file ('tiny': built in-process)"""
+    task: str = "math"
+    """arithmetic, math (MATH train -> MATH500) or code (MBPP -> HumanEval)"""
+    train_data: str = ""
+    """a local JSONL of training problems; empty: download the task's training split once"""
+    max_operand: int = 99
+    """arithmetic only: problems are a + b with a, b drawn from 0..max_operand"""
+    out_dir: str = "out"
+    """checkpoints and logs go here"""
+    steps: int = 200
+    """policy updates (the paper: 3000 in all, split between the stages unstated)"""
+    problems_per_step: int = 16
+    """problems per update (paper batch 512 episodes; one GPU: 16 x k = 64)"""
+    samples_per_problem: int = 4
+    """k, episodes per problem: the RLOO baseline of each is the mean reward of the other k - 1"""
+    micro_batch: int = 16
+    """episodes per forward/backward; rounded to whole problems (memory knob, not a hyperparameter)"""
+    lr: float = 5e-6
+    """Adam learning rate (Table 5, MATH; MBPP: 1e-5)"""
+    beta1: float = 0.01
+    """beta1, the KL coefficient on attempt 2 (Table 5)"""
+    beta2: float = 0.1
+    """beta2, the strong KL coefficient on attempt 1 (Table 5, MATH; MBPP: 0.25)"""
+    temperature: float = 1.0
+    """sampling temperature during training (Table 5)"""
+    max_new_tokens: int = 512
+    """per attempt; a cut-off attempt usually scores 0, so watch the truncation rate in the log"""
+    baseline: str = "rloo"
+    """rloo (leave-one-out over the k samples) or none (plain REINFORCE)"""
+    grad_clip: float = 1.0
+    """max gradient norm"""
+    gradient_checkpointing: bool = True
+    """recompute activations in backward: less memory, ~30 % more compute"""
+    device: str = "cuda"
+    """cuda or cpu"""
+    seed: int = 0
+    """seeds problem order, sampling and the tiny model"""
+    sample_every: int = 20
+    """write a few decoded episodes to the samples log every this many steps"""
+    save_every: int = 50
+    """checkpoint every this many steps (and at the end)"""
+
+
+PRESETS = {"tiny": dict(model="tiny", task="arithmetic", max_operand=4, out_dir="out/tiny", steps=30, problems_per_step=8,
+                        samples_per_problem=4, micro_batch=32, lr=2e-4, max_new_tokens=4,
+                        gradient_checkpointing=False, device="cpu", sample_every=10, save_every=30)}
+
+
+# ----------------------------------------------------------------------------- Eq. 2, REINFORCE
+
+def rloo_advantages(rewards, k):
+    """reward minus the mean reward of the other k - 1 samples of the same problem (RLOO).
+    rewards: (..., N) with the k samples of each problem adjacent. An unbiased baseline: it does
+    not depend on the sample it is subtracted from."""
+    grouped = rewards.unflatten(-1, (-1, k))  # (..., N / k, k)
+    others_mean = (grouped.sum(-1, keepdim=True) - grouped) / (k - 1)
+    return (grouped - others_mean).flatten(-2)
+
+
+def policy_gradient_loss(logp, masks, advantages, n_episodes):
+    """REINFORCE: -1/N sum_i sum_t A_t,i * log pi(y_t,i), where log pi(y) sums the turn's tokens.
+    logp (B, T-1) carries the gradient; masks (turns, B, T-1); advantages (turns, B) must not.
+    The reward reaches the gradient only here, as the weight of log pi: the popular bug
+    `-reward.mean() + beta * KL` with a gradient-free reward trains on the KL alone."""
+    assert not advantages.requires_grad, "advantages are weights: detach them"
+    return -(advantages.unsqueeze(-1) * logp.unsqueeze(0) * masks).sum() / n_episodes
+
+
+def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg):
+    """One update of Eq. 2 on every turn of a batch of episodes, with gamma = 0 credit:
+        R_t = r_t - beta_t * KL_t     (turn t's own task reward and KL, nothing from other turns)
+        A_t = R_t - baseline_t        (RLOO over the k samples of the problem, or 0)
+    task_rewards (turns, N): what each stage rewards; kl_coefs (turns,): beta per turn."""
+    k, n = episodes.samples_per_problem, episodes.input_ids.shape[0]
+    chunk = k * max(1, cfg.micro_batch // k)  # whole problems per micro-batch: RLOO needs all k together
+    device = episodes.input_ids.device
+    kl = torch.zeros_like(task_rewards)
+    loss_sum = 0.0
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        ids, attn = episodes.input_ids[rows], episodes.attention_mask[rows]
+        masks = episodes.action_masks[:, rows, 1:].float()  # token j+1 is predicted at position j
+        # 4. reference log-probs: the frozen base model, no graph.
+        with torch.no_grad(), autocast(device):
+            ref_logp = token_logprobs(reference, ids, attn)  # (b, T-1)
+        with autocast(device):
+            logp = token_logprobs(policy, ids, attn)  # (b, T-1), with graph
+        # 5. KL per turn: k1 = sum over the turn's sampled tokens of log pi - log pi_ref. Its
+        # expectation under pi is exactly KL(pi || pi_ref) of the whole attempt; as a reward
+        # (no gradient of its own) the REINFORCE update is an unbiased gradient of Eq. 2's KL term.
+        kl[:, rows] = ((logp.detach() - ref_logp).unsqueeze(0) * masks).sum(-1)
+        total = task_rewards[:, rows] - kl_coefs[:, None] * kl[:, rows]
+        advantages = rloo_advantages(total, k) if cfg.baseline == "rloo" else total
+        # 6. loss and backward; micro-batch losses add up to the loss of the whole batch.
+        loss = policy_gradient_loss(logp, masks, advantages, n)
+        loss.backward()
+        loss_sum += loss.item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss_sum, "grad_norm": grad_norm.item(), "kl": kl.mean(-1).tolist()}
+
+
+# ----------------------------------------------------------------------------- shared by the stages
+
+def check_config(cfg):
+    if cfg.baseline not in ("rloo", "none"):
+        raise UsageError(f"--baseline must be rloo or none, not {cfg.baseline!r}")
+    if cfg.baseline == "rloo" and cfg.samples_per_problem < 2:
+        raise UsageError("the RLOO baseline needs --samples_per_problem >= 2 (or pass --baseline none)")
+    require_device(cfg.device, os.path.basename(sys.argv[0]) or "stage1.py")
+
+
+def load_policy_and_reference(policy_path, reference_path, cfg):
+    device = torch.device(cfg.device)
+    tokenizer = load_tokenizer(policy_path)
+    policy = load_model(policy_path, device, torch.float32, trainable=True)
+    reference = load_model(reference_path, device, torch.bfloat16 if device.type == "cuda" else torch.float32,
+                           trainable=False)
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    return tokenizer, policy, reference
+
+
+def log_step(step, episodes, stats, seconds, log_path, samples_path, sample_every, problems):
+    """7. log: one printed line, the same as a JSONL record, and a few decoded episodes now and then."""
+    from evaluate import self_correction_metrics
+    r1, r2 = episodes.rewards[0].bool().tolist(), episodes.rewards[1].bool().tolist()
+    m = self_correction_metrics(r1, r2)
+    sampled = int(episodes.action_masks.sum())
+    record = {"step": step, "reward_t1": m["acc_t1"], "reward_t2": m["acc_t2"], "delta": m["delta"],
+              "delta_i2c": m["delta_i2c"], "delta_c2i": m["delta_c2i"], "kl_t1": stats["kl"][0],
+              "kl_t2": stats["kl"][1], "truncated_t1": episodes.truncated[0].float().mean().item(),
+              "truncated_t2": episodes.truncated[1].float().mean().item(), "loss": stats["loss"],
+              "grad_norm": stats["grad_norm"], "sampled_tokens_per_s": sampled / seconds["rollout"], **seconds}
+    tqdm.write(f"step {step:4d} | r1 {m['acc_t1']:.3f} r2 {m['acc_t2']:.3f} | delta {m['delta']:+.3f} "
+               f"i->c {m['delta_i2c']:.3f} c->i {m['delta_c2i']:.3f} | kl1 {stats['kl'][0]:.4f} "
+               f"kl2 {stats['kl'][1]:.4f} | trunc {record['truncated_t1']:.2f}/{record['truncated_t2']:.2f} | "
+               f"{record['sampled_tokens_per_s']:.0f} tok/s | {sum(seconds.values()):.1f}s")
+    append_jsonl(log_path, record)
+    if step % sample_every == 0:
+        k = episodes.samples_per_problem
+        for i in range(0, min(3 * k, len(r1)), k):  # the first sample of a few problems
+            p = problems[i // k]
+            append_jsonl(samples_path, {"step": step, "problem": p.question, "answer": p.answer,
+                                        "y1": episodes.responses[0][i], "y2": episodes.responses[1][i],
+                                        "r1": r1[i], "r2": r2[i]})
+    return record
+
+
+# ----------------------------------------------------------------------------- the tiny base model
+
+def warm_up_tiny_base(model, tokenizer, task, problems, steps=200, p_correct=0.5, seed=0):
+    """Supervised warm-up of the tiny model on two-turn conversations whose answers are right with
+    probability p_correct and otherwise a random wrong number, independently per attempt. The result
+    answers in the right format and is right about p_correct of the time at temperature 1: a base
+    model with room to improve and no habit of self-correcting."""
+    rng = random.Random(seed)
+    end_ids = end_of_turn_ids(model, tokenizer)
+    glue = turn_glue_ids(tokenizer, end_ids, task.instruction)
+    eos = tokenizer.eos_token_id
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def answer_ids(p):
+        value = p.answer if rng.random() < p_correct else str(int(p.answer) + rng.choice([-2, -1, 1, 2, 3]))
+        return tokenizer(value, add_special_tokens=False).input_ids + [eos]
+
+    for _ in range(steps):
+        rows, masks = [], []
+        for p in rng.sample(problems, min(32, len(problems))):
+            prompt, y1, y2 = chat_prompt_ids(tokenizer, task.first_prompt(p)), answer_ids(p), answer_ids(p)
+            rows.append(prompt + y1 + glue + y2)
+            masks.append([0] * len(prompt) + [1] * len(y1) + [0] * len(glue) + [1] * len(y2))
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+        attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        mask = torch.tensor([m + [0] * (width - len(m)) for m in masks])[:, 1:].float()
+        loss = -(token_logprobs(model, ids, attn) * mask).sum() / mask.sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model
+
+
+# ----------------------------------------------------------------------------- the run
+
+def main(cfg):
+    check_config(cfg)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    task = get_task(cfg.task)
+    problems = load_problems(cfg.task, "train", cfg.train_data, seed=cfg.seed, max_operand=cfg.max_operand)
+    if cfg.model == "tiny":  # build, warm up and save the tiny base; Stage II and evaluate read it
+        model, tokenizer = build_tiny_model(cfg.seed)
+        warm_up_tiny_base(model, tokenizer, task, problems, seed=cfg.seed)
+        cfg.model = os.path.join(cfg.out_dir, "base")
+        save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, cfg.model)
+    tokenizer, policy, reference = load_policy_and_reference(cfg.model, cfg.model, cfg)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    # Eq. 3's KL weights: beta2 pins attempt 1 to pi_ref, attempt 2 keeps the default beta1.
+    kl_coefs = torch.tensor([cfg.beta2, cfg.beta1], device=cfg.device)
+    run_config = {"stage": 1, "base_model": cfg.model, **dataclasses.asdict(cfg)}
+    logs = os.path.join(cfg.out_dir, "logs")
+
+    for step in tqdm(range(1, cfg.steps + 1), desc="stage 1", disable=None):
+        batch = rng.sample(problems, min(cfg.problems_per_step, len(problems)))
+        t0 = time.time()
+        # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
+        episodes = run_episodes(policy, tokenizer, task, batch, samples_per_problem=cfg.samples_per_problem,
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+        t1 = time.time()
+        # 3. rewards (Eq. 3): only attempt 2 earns its task reward; attempt 1's reward is its KL term alone.
+        task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
+        # 4.-6. reference log-probs, KL, loss, backward, step
+        stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+        # 7. log
+        log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1},
+                 os.path.join(logs, "stage1.jsonl"), os.path.join(logs, "stage1_samples.jsonl"),
+                 cfg.sample_every, batch)
+        # 8. checkpoint
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_checkpoint(policy, tokenizer, {**run_config, "step": step}, os.path.join(cfg.out_dir, "stage1"))
+    print(f"saved {os.path.join(cfg.out_dir, 'stage1')}")
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_config(Config, PRESETS))
+    except UsageError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,148 @@
+"""
+Stage II of SCoRe: reward both attempts, and pay a bonus for real corrections.
+
+    Eq. 4   max_theta  E[ sum_{i=1,2} r(y_i, y*) - beta1 * KL(pi(.|x_i) || pi_ref(.|x_i)) ]
+    bonus   b(y2 | y1, y*) = alpha * (r(y2, y*) - r(y1, y*)),  alpha > 1, added to attempt 2's reward
+
+wrong -> right earns a large positive bonus, right -> wrong a large negative one, so copying a
+wrong answer is worth less than fixing it. Credit is per turn (gamma = 0): attempt 1's log-probs are
+weighted by attempt 1's reward, attempt 2's by attempt 2's shaped reward (`shaped_rewards`).
+The REINFORCE update itself is Stage I's (stage1.reinforce_update, Eq. 2).
+
+Reads:  {out_dir}/stage1/ (the Stage I checkpoint; its score_config.json names the base model,
+        which stays the KL reference pi_ref) and the same training problems
+Writes: {out_dir}/stage2/ (the checkpoint with the highest training reward, PAPER.md),
+        {out_dir}/logs/stage2.jsonl, {out_dir}/logs/stage2_samples.jsonl
+Run:    python stage2.py                  # after python stage1.py, one GPU
+        python stage2.py --preset tiny    # CPU, after python stage1.py --preset tiny
+
+Where this departs from the paper:
+1. Scale as in stage1.py (64 episodes a step, 200 steps, RLOO baseline, k1 KL in the reward).
+2. "Highest training reward" is the mean of r(y1) + r(y2) (without bonus and KL) over the
+   save_every steps before each check; the paper does not define its window.
+3. The paper's optional extra prompts (first attempts sampled from the base model) are left out.
+"""
+
+import dataclasses
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from model import UsageError, find_checkpoint, parse_config, read_run_config, save_checkpoint
+from rollout import run_episodes
+from stage1 import check_config, load_policy_and_reference, log_step, reinforce_update
+from tasks import get_task, load_problems
+
+
+@dataclass
+class Config:
+    init: str = ""
+    """the starting policy: empty for {out_dir}/stage1; 'base' starts from the base model (ablation: without Stage I)"""
+    out_dir: str = "out"
+    """Stage I's output folder; Stage II's checkpoint and logs go here too"""
+    task: str = ""
+    """empty: the task Stage I trained on"""
+    train_data: str = ""
+    """empty: the training data Stage I used"""
+    steps: int = 200
+    """policy updates"""
+    problems_per_step: int = 16
+    """problems per update (paper batch 512 episodes; one GPU: 16 x k = 64)"""
+    samples_per_problem: int = 4
+    """k, episodes per problem, for the RLOO baseline"""
+    micro_batch: int = 16
+    """episodes per forward/backward, rounded to whole problems"""
+    lr: float = 5e-6
+    """Adam learning rate (Table 5, MATH; MBPP: 1e-5)"""
+    alpha: float = 10.0
+    """alpha, the bonus multiplier on r(y2) - r(y1) (Table 5); 0 is the 'without reward shaping' ablation"""
+    beta1: float = 0.01
+    """beta1, the KL coefficient on both attempts (Table 5)"""
+    temperature: float = 1.0
+    """sampling temperature during training (Table 5)"""
+    max_new_tokens: int = 512
+    """per attempt"""
+    baseline: str = "rloo"
+    """rloo or none"""
+    grad_clip: float = 1.0
+    """max gradient norm"""
+    gradient_checkpointing: bool = True
+    """recompute activations in backward: less memory, more compute"""
+    device: str = "cuda"
+    """cuda or cpu"""
+    seed: int = 1
+    """seeds problem order and sampling (differs from Stage I's so Stage II sees other batches)"""
+    sample_every: int = 20
+    """write a few decoded episodes to the samples log every this many steps"""
+    save_every: int = 50
+    """compare the training reward every this many steps; save when it is the best so far"""
+
+
+PRESETS = {"tiny": dict(out_dir="out/tiny", steps=30, problems_per_step=8, samples_per_problem=4, micro_batch=32,
+                        lr=2e-4, max_new_tokens=4, gradient_checkpointing=False, device="cpu", sample_every=10,
+                        save_every=10)}
+
+
+def shaped_rewards(r1, r2, alpha):
+    """Stage II's per-turn rewards from the verifier's r1 = r(y1, y*), r2 = r(y2, y*):
+    attempt 1 gets r1; attempt 2 gets r2 + alpha * (r2 - r1), the paper's bonus b(y2 | y1, y*)."""
+    return r1, r2 + alpha * (r2 - r1)
+
+
+def main(cfg):
+    stage1_path = find_checkpoint(os.path.join(cfg.out_dir, "stage1"), "run stage1.py first (same --out_dir)")
+    stage1 = read_run_config(stage1_path)
+    cfg.task = cfg.task or stage1["task"]
+    cfg.train_data = cfg.train_data or stage1["train_data"]
+    base_model = stage1["base_model"]  # pi_ref stays the base model in both stages
+    init = {"": stage1_path, "base": base_model}.get(cfg.init, cfg.init)
+    check_config(cfg)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    task = get_task(cfg.task)
+    problems = load_problems(cfg.task, "train", cfg.train_data, seed=stage1["seed"], max_operand=stage1["max_operand"])
+    tokenizer, policy, reference = load_policy_and_reference(init, base_model, cfg)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    kl_coefs = torch.tensor([cfg.beta1, cfg.beta1], device=cfg.device)  # Eq. 4: beta1 on both turns
+    run_config = {"stage": 2, "base_model": base_model, "init": init, **dataclasses.asdict(cfg)}
+    logs = os.path.join(cfg.out_dir, "logs")
+    window, best = [], float("-inf")
+
+    for step in tqdm(range(1, cfg.steps + 1), desc="stage 2", disable=None):
+        batch = rng.sample(problems, min(cfg.problems_per_step, len(problems)))
+        t0 = time.time()
+        # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
+        episodes = run_episodes(policy, tokenizer, task, batch, samples_per_problem=cfg.samples_per_problem,
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+        t1 = time.time()
+        # 3. rewards (Eq. 4 + bonus): both attempts are rewarded; attempt 2 gets the shaping bonus.
+        r1, r2 = episodes.rewards
+        task_rewards = torch.stack(shaped_rewards(r1, r2, cfg.alpha))
+        # 4.-6. reference log-probs, KL, loss, backward, step (stage1.py)
+        stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+        # 7. log
+        log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1},
+                 os.path.join(logs, "stage2.jsonl"), os.path.join(logs, "stage2_samples.jsonl"),
+                 cfg.sample_every, batch)
+        # 8. checkpoint: keep the one with the highest training reward (PAPER.md)
+        window.append((r1 + r2).mean().item())
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            score, window = sum(window) / len(window), []
+            if score > best:
+                best = score
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step, "train_reward": score},
+                                os.path.join(cfg.out_dir, "stage2"))
+                print(f"step {step}: training reward r1 + r2 = {score:.3f}, best so far: saved")
+    print(f"saved {os.path.join(cfg.out_dir, 'stage2')} (training reward {best:.3f})")
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_config(Config, PRESETS))
+    except UsageError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,138 @@
+"""model.py: log-probs equal the naive version and the model's own loss; chat glue; sampling."""
+
+import pytest
+import torch
+
+from model import (UsageError, build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer,
+                   sample, save_checkpoint, find_checkpoint, token_logprobs, turn_glue_ids)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer = build_tiny_model(seed=0)
+    return model.eval(), tokenizer
+
+
+def random_batch(vocab, B=3, T=17, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, vocab, (B, T), generator=g)
+    attn = torch.ones(B, T, dtype=torch.long)
+    attn[1, :5] = 0  # one left-padded row
+    attn[2, -4:] = 0  # one right-padded row
+    return ids, attn
+
+
+def naive_logprobs(model, ids, attn):
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids).logits  # (B, T, V)
+    return logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 7, 1024])
+def test_token_logprobs_equals_naive_log_softmax(tiny, chunk_tokens):
+    model, _ = tiny
+    ids, attn = random_batch(model.config.vocab_size, seed=chunk_tokens)
+    with torch.no_grad():
+        fast = token_logprobs(model, ids, attn, chunk_tokens=chunk_tokens)
+        naive = naive_logprobs(model, ids, attn)
+    assert fast.shape == (3, 16)
+    torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-5)
+
+
+def test_token_logprobs_gradient_equals_naive(tiny):
+    model, _ = tiny
+    ids, attn = random_batch(model.config.vocab_size, seed=3)
+    weights = torch.randn(3, 16)
+    grads = []
+    for fn in (lambda: token_logprobs(model, ids, attn, chunk_tokens=5), lambda: naive_logprobs(model, ids, attn)):
+        model.zero_grad()
+        (fn() * weights).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_token_logprobs_equals_models_own_loss(tiny):
+    model, _ = tiny
+    ids, _ = random_batch(model.config.vocab_size, seed=1)
+    attn = torch.ones_like(ids)
+    with torch.no_grad():
+        ours = -token_logprobs(model, ids, attn).mean()
+        theirs = model(input_ids=ids, labels=ids).loss
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_left_padding_does_not_change_logprobs(tiny):
+    """A row sampled with left padding must get the same log-probs when trained right-padded."""
+    model, _ = tiny
+    ids = torch.randint(4, model.config.vocab_size, (1, 12))
+    padded = torch.cat([torch.zeros(1, 5, dtype=torch.long), ids], 1)
+    attn = torch.cat([torch.zeros(1, 5, dtype=torch.long), torch.ones(1, 12, dtype=torch.long)], 1)
+    with torch.no_grad():
+        plain = token_logprobs(model, ids, torch.ones_like(ids))
+        shifted = token_logprobs(model, padded, attn)[:, 5:]
+    torch.testing.assert_close(plain, shifted, rtol=1e-4, atol=1e-4)
+
+
+def test_glue_continues_the_chat_exactly(tiny):
+    """prompt + y1 + end + glue must be the tokens of the chat template's own rendering."""
+    model, tokenizer = tiny
+    end_ids = end_of_turn_ids(model, tokenizer)
+    prompt = chat_prompt_ids(tokenizer, "What is 2+2?")
+    y1 = tokenizer("5", add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    glue = turn_glue_ids(tokenizer, end_ids, "Try again.")
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "5"},
+         {"role": "user", "content": "Try again."}], tokenize=False, add_generation_prompt=True)
+    assert prompt + y1 + glue == tokenizer(rendered, add_special_tokens=False).input_ids
+    assert tokenizer.decode(glue).endswith("<|im_start|>assistant\n")
+
+
+def test_sample_cuts_at_end_token_and_flags_truncation(tiny):
+    model, tokenizer = tiny
+    end_ids = end_of_turn_ids(model, tokenizer)
+    prompts = [chat_prompt_ids(tokenizer, "hi"), chat_prompt_ids(tokenizer, "a longer prompt")]
+    torch.manual_seed(0)
+    responses, truncated = sample(model, prompts, max_new_tokens=6, temperature=1.0, end_ids=end_ids,
+                                  pad_id=tokenizer.pad_token_id)
+    for response, cut in zip(responses, truncated):
+        assert 1 <= len(response) <= 6
+        assert cut == (response[-1] not in end_ids)
+        assert not any(t in end_ids for t in response[:-1])  # nothing after the first end token
+
+
+def test_greedy_sample_is_deterministic_and_batch_independent(tiny):
+    model, tokenizer = tiny
+    end_ids = end_of_turn_ids(model, tokenizer)
+    a, b = chat_prompt_ids(tokenizer, "1+1"), chat_prompt_ids(tokenizer, "a much longer question here")
+    alone, _ = sample(model, [a], max_new_tokens=5, temperature=0, end_ids=end_ids, pad_id=tokenizer.pad_token_id)
+    together, _ = sample(model, [b, a], max_new_tokens=5, temperature=0, end_ids=end_ids,
+                         pad_id=tokenizer.pad_token_id)
+    assert together[1] == alone[0]  # left padding next to a longer prompt changes nothing
+
+
+def test_checkpoint_roundtrip_and_clear_errors(tiny, tmp_path):
+    model, tokenizer = tiny
+    path = str(tmp_path / "ckpt")
+    save_checkpoint(model, tokenizer, {"stage": 1}, path)
+    save_checkpoint(model, tokenizer, {"stage": 1, "again": True}, path)  # replacing works too
+    assert find_checkpoint(path, "hint") == path
+    loaded = load_model(path, "cpu", trainable=False)
+    assert load_tokenizer(path).chat_template == tokenizer.chat_template
+    ids = torch.randint(4, 50, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(token_logprobs(loaded, ids, torch.ones_like(ids)),
+                                   token_logprobs(model, ids, torch.ones_like(ids)))
+    with pytest.raises(UsageError, match="no checkpoint"):
+        find_checkpoint(str(tmp_path / "missing"), "run stage1.py first")
+    with pytest.raises(UsageError, match="neither a local folder"):
+        load_model(str(tmp_path / "nope" / "deeper"), "cpu")
+    with pytest.raises(UsageError, match="GGUF file"):
+        load_model(str(tmp_path / "x.gguf"), "cpu")
+
+
+def test_crash_between_renames_leaves_the_old_checkpoint(tiny, tmp_path):
+    model, tokenizer = tiny
+    path = str(tmp_path / "ckpt")
+    save_checkpoint(model, tokenizer, {"stage": 1}, path)
+    (tmp_path / "ckpt").rename(tmp_path / "ckpt.old")  # as if the process died mid-swap
+    assert find_checkpoint(path, "hint") == path + ".old"
