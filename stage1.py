@@ -17,7 +17,8 @@ Run:    python stage1.py                         # one 80 GB GPU, Qwen2.5-1.5B-I
 
 Where this departs from the paper:
 1. Scale: 64 episodes a step (16 problems x k=4 samples) and 200 steps, not batch 512 for a share of
-   3000 steps; Qwen2.5-1.5B-Instruct, not Gemini 1.5 Flash. Adam lr 5e-6 and beta2 = 0.1 as Table 5.
+   3000 steps; Qwen2.5-1.5B-Instruct, not Gemini 1.5 Flash. Adam lr and beta2 as Table 5 for the
+   task (MATH: 5e-6, 0.1; --task code: MBPP's 1e-5, 0.25), alpha, beta1 and temperature 1.0 too.
 2. Baseline: leave-one-out over the k samples of a problem (RLOO, the estimator of Ahmadian et al.
    2024, which the paper cites for its REINFORCE); the paper states none. --baseline none for plain.
 3. KL: the k1 estimate log(pi/pi_ref), summed over a turn's sampled tokens, enters that turn's
@@ -64,12 +65,12 @@ class Config:
     """k, episodes per problem: the RLOO baseline of each is the mean reward of the other k - 1"""
     micro_batch: int = 16
     """episodes per forward/backward; rounded to whole problems (memory knob, not a hyperparameter)"""
-    lr: float = 5e-6
-    """Adam learning rate (Table 5, MATH; MBPP: 1e-5)"""
+    lr: float = 0.0
+    """Adam learning rate; 0: Table 5's for the task (MATH 5e-6, MBPP 1e-5)"""
     beta1: float = 0.01
     """beta1, the KL coefficient on attempt 2 (Table 5)"""
-    beta2: float = 0.1
-    """beta2, the strong KL coefficient on attempt 1 (Table 5, MATH; MBPP: 0.25)"""
+    beta2: float = 0.0
+    """beta2, the strong KL coefficient on attempt 1; 0: Table 5's for the task (MATH 0.1, MBPP 0.25)"""
     temperature: float = 1.0
     """sampling temperature during training (Table 5)"""
     max_new_tokens: int = 512
@@ -93,6 +94,10 @@ class Config:
 PRESETS = {"tiny": dict(model="tiny", task="arithmetic", max_operand=4, out_dir="out/tiny", steps=30, problems_per_step=8,
                         samples_per_problem=4, micro_batch=32, lr=2e-4, max_new_tokens=4,
                         gradient_checkpointing=False, device="cpu", sample_every=10, save_every=30)}
+
+
+# Table 5's per-domain values; arithmetic borrows MATH's.
+TABLE5 = {"math": dict(lr=5e-6, beta2=0.1), "code": dict(lr=1e-5, beta2=0.25), "arithmetic": dict(lr=5e-6, beta2=0.1)}
 
 
 # ----------------------------------------------------------------------------- Eq. 2, REINFORCE
@@ -153,6 +158,12 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
 # ----------------------------------------------------------------------------- shared by the stages
 
 def check_config(cfg):
+    """Validate the settings and fill the values derived from them (Table 5's per-task defaults)."""
+    if cfg.task not in TABLE5:
+        raise UsageError(f"unknown task {cfg.task!r}; choose {', '.join(TABLE5)}")
+    cfg.lr = cfg.lr or TABLE5[cfg.task]["lr"]
+    if hasattr(cfg, "beta2"):
+        cfg.beta2 = cfg.beta2 or TABLE5[cfg.task]["beta2"]
     if cfg.baseline not in ("rloo", "none"):
         raise UsageError(f"--baseline must be rloo or none, not {cfg.baseline!r}")
     if cfg.baseline == "rloo" and cfg.samples_per_problem < 2:

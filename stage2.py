@@ -57,8 +57,8 @@ class Config:
     """k, episodes per problem, for the RLOO baseline"""
     micro_batch: int = 16
     """episodes per forward/backward, rounded to whole problems"""
-    lr: float = 5e-6
-    """Adam learning rate (Table 5, MATH; MBPP: 1e-5)"""
+    lr: float = 0.0
+    """Adam learning rate; 0: Table 5's for the task (MATH 5e-6, MBPP 1e-5)"""
     alpha: float = 10.0
     """alpha, the bonus multiplier on r(y2) - r(y1) (Table 5); 0 is the 'without reward shaping' ablation"""
     beta1: float = 0.01
