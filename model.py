@@ -138,7 +138,7 @@ def build_tiny_model(seed=0, hidden_size=64, num_layers=2):
     tokenizer.chat_template = CHATML_TEMPLATE
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
                          num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=512, tie_word_embeddings=True,
+                         max_position_embeddings=4096, tie_word_embeddings=True,
                          pad_token_id=vocab["<|pad|>"], eos_token_id=vocab["<|im_end|>"], bos_token_id=None)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

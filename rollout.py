@@ -58,9 +58,13 @@ class Episodes:
 
 
 def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, temperature, max_new_tokens,
-                 n_turns=2, batch_size=64):
-    """Sample k = samples_per_problem episodes for each problem and score every attempt."""
+                 n_turns=2, batch_size=64, first_attempts: list[str] | None = None):
+    """Sample k = samples_per_problem episodes for each problem and score every attempt.
+    first_attempts (one text per problem) replaces sampling at attempt 1 with that given text, as in
+    the paper's MBPP-R (offline repair of recorded wrong attempts, evaluate.py --repair)."""
     k, device = samples_per_problem, next(model.parameters()).device
+    if first_attempts is not None and len(first_attempts) != len(problems):
+        raise UsageError(f"got {len(first_attempts)} first attempts for {len(problems)} problems")
     end_ids = end_of_turn_ids(model, tokenizer)
     glue = turn_glue_ids(tokenizer, end_ids, task.instruction)
     max_len = getattr(model.config, "max_position_embeddings", None)
@@ -73,9 +77,16 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
         if max_len is not None and longest > max_len:
             raise UsageError(f"attempt {turn + 1} needs {longest} positions but the model has {max_len}; "
                              f"lower --max_new_tokens or use shorter problems")
-        # 1. (and 2.) an attempt: sample y_t given the conversation so far.
-        ys, cut = sample(model, contexts, max_new_tokens=max_new_tokens, temperature=temperature,
-                         end_ids=end_ids, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
+        if turn == 0 and first_attempts is not None:
+            # A given attempt 1: its text's tokens plus the end-of-turn token, as if the model had written
+            # them. Everything after it (masks, glue, rewards) treats it like a sampled attempt.
+            ys = [tokenizer(y, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+                  for y in first_attempts for _ in range(k)]
+            cut = [False] * len(ys)
+        else:
+            # 1. (and 2.) an attempt: sample y_t given the conversation so far.
+            ys, cut = sample(model, contexts, max_new_tokens=max_new_tokens, temperature=temperature,
+                             end_ids=end_ids, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
         spans.append([(len(c), len(c) + len(y)) for c, y in zip(contexts, ys)])
         responses.append([tokenizer.decode(y, skip_special_tokens=True) for y in ys])
         truncated.append(cut)

@@ -26,6 +26,9 @@ Where this departs from the paper:
 4. Gradient-norm clipping at 1.0, a common safety net the paper does not mention.
 5. --preset tiny trains a tiny model built in-process on `a + b` arithmetic; its base model gets
    a few seconds of supervised warm-up first so that it is right sometimes (no signal at 0 %).
+   It uses lr 1e-3 and beta2 = 1.0 (the paper: beta2 may be adapted): at 0.1 the tiny model's
+   attempt 1 drifted with attempt 2 (KL 0.53 vs 0.57 nats after 120 steps); at 1.0 attempt 1 stays
+   put (KL ~0.04) while attempt 2's reward climbs (tests/test_learning.py).
 """
 
 import dataclasses
@@ -91,9 +94,9 @@ class Config:
     """checkpoint every this many steps (and at the end)"""
 
 
-PRESETS = {"tiny": dict(model="tiny", task="arithmetic", max_operand=4, out_dir="out/tiny", steps=30, problems_per_step=8,
-                        samples_per_problem=4, micro_batch=32, lr=2e-4, max_new_tokens=4,
-                        gradient_checkpointing=False, device="cpu", sample_every=10, save_every=30)}
+PRESETS = {"tiny": dict(model="tiny", task="arithmetic", max_operand=4, out_dir="out/tiny", steps=100,
+                        problems_per_step=16, samples_per_problem=4, micro_batch=64, lr=1e-3, beta2=1.0, max_new_tokens=4,
+                        gradient_checkpointing=False, device="cpu", sample_every=20, save_every=100)}
 
 
 # Table 5's per-domain values; arithmetic borrows MATH's.
@@ -252,7 +255,8 @@ def main(cfg):
     problems = load_problems(cfg.task, "train", cfg.train_data, seed=cfg.seed, max_operand=cfg.max_operand)
     if cfg.model == "tiny":  # build, warm up and save the tiny base; Stage II and evaluate read it
         model, tokenizer = build_tiny_model(cfg.seed)
-        warm_up_tiny_base(model, tokenizer, task, problems, seed=cfg.seed)
+        if cfg.task == "arithmetic":  # other tasks only check the plumbing: a random model can't code
+            warm_up_tiny_base(model, tokenizer, task, problems, seed=cfg.seed)
         cfg.model = os.path.join(cfg.out_dir, "base")
         save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, cfg.model)
     tokenizer, policy, reference = load_policy_and_reference(cfg.model, cfg.model, cfg)

@@ -83,9 +83,9 @@ class Config:
     """compare the training reward every this many steps; save when it is the best so far"""
 
 
-PRESETS = {"tiny": dict(out_dir="out/tiny", steps=30, problems_per_step=8, samples_per_problem=4, micro_batch=32,
-                        lr=2e-4, max_new_tokens=4, gradient_checkpointing=False, device="cpu", sample_every=10,
-                        save_every=10)}
+PRESETS = {"tiny": dict(out_dir="out/tiny", steps=100, problems_per_step=16, samples_per_problem=4, micro_batch=64,
+                        lr=1e-3, max_new_tokens=4, gradient_checkpointing=False, device="cpu", sample_every=20,
+                        save_every=20)}
 
 
 def shaped_rewards(r1, r2, alpha):

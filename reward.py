@@ -1,0 +1,489 @@
+"""Rewards: the verifier r̂(y, y*) ∈ {0, 1} that is SCoRe's only teacher.
+
+SCoRe rewards an attempt with 1 when its final answer matches the gold answer and 0 otherwise
+(binary, no partial credit). A false positive rewards a wrong answer and a false negative punishes
+a right one, so the MATH checker tries to agree with a careful human grader, and is measured on
+hand-labelled pairs in tests/math_equiv_cases.jsonl (tests/test_reward_math.py). Stdlib + sympy.
+
+    extract_answer(response)           the final answer of a solution, or None
+    is_equiv(pred, gold, timeout_s)    do two MATH answers state the same thing?
+    math_reward(response, gold)        1.0 / 0.0 for a MATH solution; never raises
+    arithmetic_reward(response, gold)  1.0 / 0.0 for the synthetic arithmetic task
+
+How is_equiv decides, cheapest step first:
+1. normalize both strings with the rules in _NORMALIZE_RULES (units, \\left, spacing, ...);
+2. read each answer's shape: matrix, union of intervals, tuple / interval (order and brackets
+   matter), unordered list or set (order does not), or a single value;
+3. compare single values: equal strings; words as text; plain numbers exactly (Fraction);
+   only what is left goes to sympy;
+4. sympy runs in a child process (`python reward.py --sympy-worker`) under a deadline: a thread
+   cannot be killed but a process can, and signal.alarm only works on the main thread. A hostile
+   answer like 10^{10^{10}} costs timeout_s and a worker restart, never a hang.
+
+Known limits: the question is not seen, so units, "simplest form" and radians vs degrees are
+judged on the value alone; \\log_b, |x| and inequalities other than a <= x <= b are not parsed.
+"""
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+
+# ---- Extraction --------------------------------------------------------------------------------
+
+
+def _matching_close(text: str, start: int, opens: str = "{", closes: str = "}") -> int:
+    """Index of the bracket closing the one at text[start], nesting included; -1 if unbalanced."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += text[i] in opens
+        depth -= text[i] in closes
+        if depth == 0:
+            return i
+    return -1
+
+
+def _braced_argument(text: str, start: int) -> str | None:
+    """'{a{b}c}...' with start at the first '{' -> 'a{b}c'; None if there is no balanced group."""
+    close = _matching_close(text, start) if text.startswith("{", start) else -1
+    return text[start + 1 : close] if close > 0 else None
+
+
+def _last_boxed(text: str) -> str | None:
+    """Contents of the last \\boxed{...} or \\fbox{...}; `\\boxed 5` (no braces) also counts."""
+    at = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if at < 0:
+        return None
+    rest = text[at:].removeprefix("\\boxed").removeprefix("\\fbox")
+    if rest.lstrip().startswith("{"):
+        return _braced_argument(rest.lstrip(), 0)
+    bare = re.match(r"\s+([^\s$]+)", rest)
+    return bare.group(1) if bare else None
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer: the Minerva phrase or the last box, whichever comes last; else None.
+
+    The paper's prompt asks for "Final Answer: The final answer is $X$. I hope it is correct.";
+    MATH reference solutions put the answer in \\boxed{X}.
+    """
+    if not response:
+        return None
+    phrase_at = max((m.end() for m in re.finditer(r"final answer is", response, re.IGNORECASE)), default=-1)
+    if max(response.rfind("\\boxed"), response.rfind("\\fbox")) > phrase_at:
+        return _last_boxed(response)  # "The final answer is $\boxed{5}$" lands here too
+    if phrase_at < 0:
+        return None
+    answer = re.split(r"I hope it is correct", response[phrase_at:], flags=re.IGNORECASE)[0]
+    answer = answer.strip().split("\n")[0]  # the phrase's answer sits on one line
+    answer = answer.strip().rstrip(".").strip().strip("$").removeprefix("\\(").removesuffix("\\)")
+    return answer.strip().rstrip(".").strip() or None
+
+
+# ---- Normalization: rewrite rules applied in order, each with its reason -----------------------
+
+_UNIT = r"(?:square\s+|cubic\s+)?[a-zA-Z]+(?:\s+[a-zA-Z]+)*\s*(?:\^\{?\d\}?)?\s*$"
+_NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement in [
+    # explicit thousands separators: 18{,}360, 10,\!080, 26\,000 are one number
+    (r"(?<=\d)(?:\{,\}|,\\!\s*|\\,)(?=\d{3})", ""),
+    # spacing commands never change a value; (?<!\\) keeps the \\ between matrix rows
+    (r"(?<!\\)\\[!,;: ]|\\q?quad\b|~|\\displaystyle|\\textstyle", " "),
+    # \dfrac, \tfrac (and \dbinom) are display sizes of \frac (\binom)
+    (r"\\[dt](frac|binom)", r"\\\1"),
+    # \left( \right] \bigl( only size the bracket
+    (r"\\(?:left|right|[bB]igg?[lr]?)\b", ""),
+    # degrees: MATH writes 90^\circ where the question already says "in degrees"
+    (r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°", ""),
+    # percent and dollar signs (and $ math delimiters) are units, not values
+    (r"\\?%|\\?\$", ""),
+    # one spelling for every text-like command
+    (r"\\(?:text(?:bf|rm|it|normal)?|mbox|mathrm|mathbf|mathit|operatorname)\s*\{", r"\\text{"),
+    # a trailing \text{...} after a value is a unit: 5.4 \text{ cents}, 864 \mbox{ inches}^2
+    (r"(?<=\S)\s*\\text\{\s*[a-zA-Z][a-zA-Z ]*\}\s*(?:\^\{?\d\}?)?\s*$", ""),
+    # bare words after a number too: 12 inches, 12\pi square units (but not 5 i or 2 pi)
+    (r"(?<=[\d}])\s+(?!(?:pi|sqrt)\b)(?=[a-zA-Z]{2})" + _UNIT, ""),
+    # any other \text{...} is the answer itself: \text{Evelyn} -> Evelyn
+    (r"\\text\{([^{}]*)\}", r"\1"),
+    # "2 or -3", "1 and -2": a list of answers
+    (r"\s+(?:or|and)\s+", ","),
+    # one spelling for the empty set and for what a model may print in unicode or words
+    (r"\\varnothing|\\\{\s*\\\}", r"\\emptyset"), (r"\\mathbb\{R\}", r"(-\\infty,\\infty)"),
+    (r"∞|(?<![a-zA-Z\\])infinity", r"\\infty "), (r"π", r"\\pi "), (r"−", "-"),
+    (r"[×·]", r"\\cdot "), (r"√", r"\\sqrt"),
+    # `x \in [-2,7]`, `(x, y) = (1, 2)`: only the set or the tuple is the answer
+    (r"^\s*(?:[a-zA-Z]\s*\\in|\(\s*[a-z](?:\s*,\s*[a-z])+\s*\)\s*=)\s*", ""),
+    # `-2 \le x \le 7` is the interval [-2,7], `a < x < b` is (a,b)
+    (r"^(.+?)\\leq?\s*[a-zA-Z]\s*\\leq?(.+)$", r"[\1,\2]"), (r"^(.+?)<\s*[a-zA-Z]\s*<(.+)$", r"(\1,\2)"),
+    # whitespace only matters between two letters (\cot x, \pi r); drop the rest
+    (r"\s+", " "), (r"(?<![a-zA-Z]) | (?![a-zA-Z])", ""),
+    # \frac12, \frac 34, \frac9{19}, \frac{270}7, \sqrt2: brace the one-character arguments
+    (r"\\frac([^{\\ ])([^{\\ ])", r"\\frac{\1}{\2}"), (r"\\frac([^{\\ ])\{", r"\\frac{\1}{"),
+    (r"\\frac(\{[^{}]*\})([^{\\ ])", r"\\frac\1{\2}"), (r"\\sqrt([^{\[\\ ])", r"\\sqrt{\1}"),
+    # x^{2} is x^2, 52_{8} is 52_8
+    (r"([\^_])\{(\w)\}", r"\1\2"), (r"_\{(\d+)\}", r"_\1"),
+    # a trailing full stop ends the sentence, not the number
+    (r"\.$", ""),
+]]
+
+
+def _mixed_number(match: re.Match) -> str:
+    """10\\frac{1}{12} is 10 + 1/12 in MATH, if the fraction is proper (2\\frac{3}{2} is not)."""
+    whole, numerator, denominator = match.groups()
+    if int(numerator) >= int(denominator):
+        return match[0]
+    return f"({whole}+\\frac{{{numerator}}}{{{denominator}}})"
+
+
+def _normalize(answer: str) -> str:
+    """A canonical string for one answer; see _NORMALIZE_RULES for each rule's reason."""
+    answer = answer.strip()
+    if "\\boxed" in answer or "\\fbox" in answer:
+        answer = _last_boxed(answer) or answer
+    for pattern, replacement in _NORMALIZE_RULES:
+        answer = pattern.sub(replacement, answer)
+    answer = re.sub(r"(?<![\d.}^_a-zA-Z])(\d+)\\frac\{(\d+)\}\{(\d+)\}", _mixed_number, answer)
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer):  # 11,111,100 (a list has spaces)
+        answer = answer.replace(",", "")
+    while answer[:1] == "{" and _matching_close(answer, 0) == len(answer) - 1:  # {5} is 5
+        answer = answer[1:-1]
+    return answer
+
+
+# ---- Shape: ("matrix", rows) ("union", intervals) ("tuple", brackets, items) ("set", items) ("value", text)
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """Split where `separator` is outside every bracket: '(1,2),3' -> ['(1,2)', '3']."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "([{") - (char in ")]}")
+        if depth == 0 and text.startswith(separator, i):
+            parts.append(text[start:i])
+            start = i + len(separator)
+    return parts + [text[start:]]
+
+
+def _normalize_items(items: list[str]) -> list[str]:
+    """Normalize list items; 1\\pm\\sqrt{5} stands for two items, 1+\\sqrt{5} and 1-\\sqrt{5}."""
+    expanded = []
+    for item in items:
+        pm = item.count("\\pm") == 1
+        expanded += [item.replace("\\pm", "+"), item.replace("\\pm", "-")] if pm else [item]
+    return [_normalize(item) for item in expanded]
+
+
+def _shape(answer: str) -> tuple:
+    matrix = re.fullmatch(r"\(?\\begin\{[pbvBV]?matrix\}(.*)\\end\{[pbvBV]?matrix\}\)?", answer)
+    if matrix:
+        rows = [row for row in matrix[1].split("\\\\") if row.strip()]
+        return ("matrix", [_normalize_items(row.split("&")) for row in rows])
+    if "\\cup" in answer:
+        intervals = [_shape(part) for part in _split_top_level(answer, "\\cup")]
+        if all(interval[0] == "tuple" for interval in intervals):
+            return ("union", intervals)
+    if answer.startswith("\\{") and answer.endswith("\\}"):  # a set: order never matters
+        return ("set", _normalize_items(_split_top_level(answer[2:-2], ",")))
+    closes_at_end = _matching_close(answer, 0, "([{", ")]}") == len(answer) - 1
+    enclosed = answer[:1] in ("(", "[") and answer[-1:] in (")", "]") and closes_at_end
+    if enclosed and len(inner := _split_top_level(answer[1:-1], ",")) > 1:
+        return ("tuple", answer[0] + answer[-1], _normalize_items(inner))  # (a,b], [a,b): ends matter
+    if len(items := _split_top_level(answer, ",")) > 1 or "\\pm" in answer:
+        return ("set", _normalize_items(items))  # "1, -2", "1 \pm \sqrt{19}": several answers
+    return ("value", answer)
+
+
+def _same_unordered(pred: list, gold: list, same) -> bool:
+    """Same multiset; greedy matching is enough because equivalence is transitive."""
+    unused = list(pred)
+    for item in gold:
+        match = next((i for i, candidate in enumerate(unused) if same(candidate, item)), None)
+        if match is None:
+            return False
+        unused.pop(match)
+    return not unused
+
+
+def _same_shape(pred: tuple, gold: tuple, deadline: float) -> bool:
+    def same_items(a: list, b: list) -> bool:
+        return len(a) == len(b) and all(_same_value(x, y, deadline) for x, y in zip(a, b))
+
+    for a, b in ((pred, gold), (gold, pred)):  # a vector may be written as a tuple: (1, 2, 3)
+        if a[0] == "matrix" and b[0] == "tuple" and b[1] == "()" and min(len(a[1]), len(a[1][0])) == 1:
+            return same_items(sum(a[1], []), b[2])
+    if pred[0] != gold[0]:
+        return False
+    if gold[0] == "value":
+        return _same_value(pred[1], gold[1], deadline)
+    if gold[0] == "matrix":
+        same_size = [len(row) for row in pred[1]] == [len(row) for row in gold[1]]
+        return same_size and same_items(sum(pred[1], []), sum(gold[1], []))
+    if gold[0] == "tuple":  # open and closed ends must match: [0,3) is not [0,3]
+        return pred[1] == gold[1] and same_items(pred[2], gold[2])
+    if gold[0] == "union":
+        return _same_unordered(pred[1], gold[1], lambda a, b: _same_shape(a, b, deadline))
+    return _same_unordered(pred[1], gold[1], lambda a, b: _same_value(a, b, deadline))
+
+
+# ---- One value against another -----------------------------------------------------------------
+
+_MATH_WORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi"}
+_ASSIGNMENT = re.compile(r"^(?:[a-zA-Z](?:_\w)?|[a-zA-Z]\([a-z]\))=(?!=)")  # x=, a_1=, f(x)=
+_NUMBER_WORDS = {word: str(n) for n, word in enumerate("zero one two three four five six seven eight nine".split())}
+
+
+def _is_words(value: str) -> bool:
+    """Text answers (Evelyn, even) must not reach sympy: it reads Evelyn as E*v*e*l*y*n = Evelny."""
+    plain = re.sub(r"\\[a-zA-Z]+", " ", value)  # \frac, \pi, ... are math, not words
+    return any(word.lower() not in _MATH_WORDS for word in re.findall(r"[a-zA-Z]{3,}", plain))
+
+
+def _base_number(value: str) -> tuple[str, str] | None:
+    """52_8 -> ('52', '8'), A3_16 -> ('A3', '16'); None unless the digits fit the base (not R_2)."""
+    match = re.fullmatch(r"([0-9A-Z]+)_(\d+)", value)
+    try:
+        return match.groups() if match and int(match[2]) >= 2 and int(match[1], int(match[2])) >= 0 else None
+    except ValueError:
+        return None
+
+
+def _as_fraction(value: str) -> Fraction | None:
+    """3, -0.25, .5, 7/2, \\frac{7}{2} as an exact Fraction; None for anything else."""
+    frac = re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(\d+)\}", value)
+    text = f"{frac[1]}{frac[2]}/{frac[3]}" if frac else value
+    if not re.fullmatch(r"[-+0-9./]{1,100}", text):  # Fraction also reads 59_8 and 1e999999999
+        return None
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _same_value(pred: str, gold: str, deadline: float) -> bool:
+    pred, gold = (re.sub(r"^\(([A-Za-z])\)$", r"\1", v) for v in (pred, gold))  # choice (B) is B
+    pred, gold = (_NUMBER_WORDS.get(v.lower(), v) for v in (pred, gold))  # "four" is 4
+    if pred == gold:
+        return True
+    if _is_words(pred) or _is_words(gold):
+        return _ASSIGNMENT.sub("", pred).lower() == _ASSIGNMENT.sub("", gold).lower()
+    if pred.count("=") == gold.count("=") == 1:  # equations: the same up to a factor?
+        pred_zero, gold_zero = ("({})-({})".format(*v.split("=")) for v in (pred, gold))
+        if _sympy_says_equal(pred_zero, gold_zero, "equation", deadline):
+            return True  # y - x = 1 is y = x + 1
+    pred, gold = (_ASSIGNMENT.sub("", v) for v in (pred, gold))  # x = 5 answers 5
+    if pred == gold or not pred or not gold or "=" in pred + gold:
+        return pred == gold and bool(pred)
+    pred_base, gold_base = _base_number(pred), _base_number(gold)
+    if pred_base or gold_base:  # 52_8: the same digits; writing the base is optional
+        bases_agree = not (pred_base and gold_base) or pred_base[1] == gold_base[1]
+        return (pred_base or (pred,))[0] == (gold_base or (gold,))[0] and bases_agree
+    pred_number, gold_number = _as_fraction(pred), _as_fraction(gold)
+    if pred_number is not None and gold_number is not None:
+        return pred_number == gold_number
+    return _sympy_says_equal(pred, gold, "value", deadline)
+
+
+# ---- LaTeX -> sympy syntax (in the caller, so what is not math fails without a worker) ---------
+
+_GREEK = set("alpha beta gamma delta epsilon theta phi mu sigma omega".split())
+_LATEX_NAMES = {"infty": "oo", "cdot": "*", "times": "*", "div": "/", "lambda": "lamda",
+                **{name: name for name in _MATH_WORDS | _GREEK}}
+# commands with braced arguments; the leading " " keeps i\sqrt{3} from becoming the name isqrt
+_LATEX_FUNCTIONS = {"\\frac": (2, "(({0})/({1}))"), "\\binom": (2, " binomial({0},{1})"),
+                    "\\root": (2, "(({1})**(1/({0})))"), "\\sqrt": (1, " sqrt({0})")}
+
+
+def _to_sympy_syntax(latex: str) -> str | None:
+    """\\frac{a}{b} -> ((a)/(b)), \\sqrt[n]{a} -> ((a)**(1/(n))), \\pi -> pi, {} -> ().
+    None for any other command, or for any character that is not arithmetic."""
+    if len(latex) > 500:
+        return None
+    text = re.sub(r"\\sqrt\[([^\[\]]*)\]", r"\\root{\1}", latex)  # \sqrt[3]{8} -> \root{3}{8}
+    for command, (arity, template) in _LATEX_FUNCTIONS.items():
+        while (at := text.rfind(command)) >= 0:  # the last one has no other inside its arguments
+            arguments, end = [], at + len(command)
+            for _ in range(arity):
+                if (argument := _braced_argument(text, end)) is None:
+                    return None
+                arguments.append(argument)
+                end += len(argument) + 2
+            text = text[:at] + template.format(*arguments) + text[end:]
+    if any(name not in _LATEX_NAMES for name in re.findall(r"\\([a-zA-Z]+)", text)):
+        return None
+    text = re.sub(r"\\([a-zA-Z]+)", lambda m: f" {_LATEX_NAMES[m[1]]} ", text)
+    text = text.replace("{", "(").replace("}", ")")
+    # no quotes, underscores, dots after names or backslashes: nothing but arithmetic reaches eval
+    return text if re.fullmatch(r"[A-Za-z0-9 .,+\-*/^()!]*", text) else None
+
+
+def _sympy_equal(pred: str, gold: str, mode: str) -> bool:
+    """In the worker. Values: equal if the difference is 0, exactly for rationals (10^{100}+1 is
+    not 10^{100}), else numerically, relative for tiny numbers (1/2004! is not 1/2006!) or
+    symbolically. Equations: equal if one (lhs - rhs) is a non-zero constant times the other."""
+    import sympy
+    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application,
+                                            parse_expr, rationalize, standard_transformations)
+
+    names = {"__builtins__": {}, "e": sympy.E, "i": sympy.I}  # no builtins; MATH's e and i
+    for name in "Integer Float Rational Symbol Function factorial binomial oo I".split() + sorted(_MATH_WORDS):
+        names[name] = getattr(sympy, name)  # the parser's own output needs Integer, Symbol, ...
+    steps = standard_transformations + (implicit_multiplication_application, convert_xor, rationalize)
+    a, b = (parse_expr(text, local_dict={}, global_dict=dict(names), transformations=steps)
+            for text in (pred, gold))
+    if mode == "equation":
+        ratio = sympy.simplify(a / b)
+        return bool(ratio.is_number and ratio.is_finite and ratio != 0)
+    difference = a - b
+    if a == b or difference == 0:
+        return True
+    if difference.free_symbols:
+        return sympy.expand(difference) == 0 or sympy.simplify(difference) == 0
+    if difference.is_Rational:
+        return False
+    scale = min(sympy.Float(1), max(abs(sympy.N(a)), abs(sympy.N(b))))  # relative below 1
+    gap = abs(sympy.N(difference, 30))  # evalf raises its working precision until the gap is right
+    return bool(gap.is_finite and scale.is_finite and gap <= 1e-12 * scale)
+
+
+def _serve_sympy_requests() -> None:
+    """The worker loop: one JSON request per line on stdin, one "1" / "0" per line on stdout."""
+    try:
+        import resource  # cap memory so 10^{10^{10}} runs out of memory instead of swapping (Unix)
+
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    except (ImportError, ValueError, OSError):
+        pass
+    import sympy  # noqa: F401  (pay for the import before saying ready)
+
+    print("ready", flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            verdict = _sympy_equal(request["pred"], request["gold"], request["mode"])
+        except Exception:  # unparseable or undecidable: not shown equal
+            verdict = False
+        print("1" if verdict else "0", flush=True)
+
+
+class _SympyWorker:
+    """One `python reward.py --sympy-worker` child, and a thread that queues its replies."""
+
+    def __init__(self) -> None:
+        command = [sys.executable, os.path.abspath(__file__), "--sympy-worker"]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
+        self.replies: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read_replies, daemon=True).start()
+        if self.replies.get(timeout=60) != "ready":  # starting is our code, not the input's: be generous
+            raise RuntimeError("the sympy worker did not start")
+
+    def _read_replies(self) -> None:
+        for line in self.process.stdout:  # ends when the child dies
+            self.replies.put(line.strip())
+
+    def ask(self, request: dict, timeout_s: float) -> bool | None:
+        """The verdict, or None when the worker ran past timeout_s (it must then be killed)."""
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            return self.replies.get(timeout=max(timeout_s, 0.0)) == "1"
+        except (queue.Empty, OSError):
+            return None
+
+
+# Idle workers: a check takes one out and puts it back, so threads never wait on each other.
+# A forked child must not use its parent's workers (they share the pipes), hence the fork hook.
+_IDLE_WORKERS: list[_SympyWorker] = []
+_IDLE_WORKERS_LOCK = threading.Lock()
+_VERDICT_CACHE: dict[tuple[str, str, str], bool] = {}  # sympy verdicts; timeouts are not cached
+
+
+def _forget_parent_workers() -> None:
+    global _IDLE_WORKERS, _IDLE_WORKERS_LOCK
+    _IDLE_WORKERS, _IDLE_WORKERS_LOCK = [], threading.Lock()  # the lock may have been held mid-fork
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_parent_workers)
+
+
+def _sympy_says_equal(pred: str, gold: str, mode: str, deadline: float) -> bool:
+    key = (_to_sympy_syntax(pred), _to_sympy_syntax(gold), mode)
+    if None in key:
+        return False
+    if key in _VERDICT_CACHE:
+        return _VERDICT_CACHE[key]
+    with _IDLE_WORKERS_LOCK:
+        worker = _IDLE_WORKERS.pop() if _IDLE_WORKERS else None
+    worker = worker or _SympyWorker()
+    verdict = worker.ask({"pred": key[0], "gold": key[1], "mode": mode}, deadline - time.monotonic())
+    if verdict is None:  # too slow: it may be stuck for good, so it goes
+        worker.process.kill()
+        worker.process.wait()
+        return False
+    with _IDLE_WORKERS_LOCK:
+        _IDLE_WORKERS.append(worker)
+    if len(_VERDICT_CACHE) > 100_000:
+        _VERDICT_CACHE.clear()
+    _VERDICT_CACHE[key] = verdict
+    return verdict
+
+
+# ---- Public API ---------------------------------------------------------------------------------
+
+
+def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
+    """Do `pred` and `gold` state the same MATH answer? Strings first, sympy only when needed;
+    timeout_s bounds the sympy time of the whole check, and running out counts as "not equal"."""
+    if pred is None or gold is None:
+        return False
+    if max(len(pred), len(gold)) > 2000:  # no MATH answer is this long: compare, don't parse
+        return pred.strip() == gold.strip()
+    deadline = time.monotonic() + timeout_s
+    pred, gold = _normalize(pred), _normalize(gold)
+    if pred == gold:
+        return bool(gold)
+    return _same_shape(_shape(pred), _shape(gold), deadline)
+
+
+def math_reward(response: str, gold: str) -> float:
+    """r̂(y, y*) for MATH: 1.0 if the response's final answer equals the gold answer, else 0.0."""
+    try:
+        answer = extract_answer(response)
+        return 1.0 if answer is not None and is_equiv(answer, gold) else 0.0
+    except Exception:  # a checker bug must cost one reward, never the training run
+        return 0.0
+
+
+def arithmetic_reward(response: str, gold: str) -> float:
+    """1.0 iff the last integer in the response (sign and 1,234-style commas allowed) is int(gold)."""
+    try:
+        integers = re.findall(r"(?<!\d)-?\d+(?:,\d{3})*(?!\d)", response)
+        return float(bool(integers) and int(integers[-1].replace(",", "")) == int(gold.replace(",", "")))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+# ---- Code: see sandbox.py ----
+
+
+def code_rewards(responses, tests, timeout_s=5.0):
+    """1.0 for each response whose program passes all of its tests, else 0.0. The program is the
+    response's last complete ```python block (or its raw text); `tests` run after it in the same
+    namespace. Checks run in parallel, each in a separate process with limits (sandbox.py)."""
+    from sandbox import extract_code, run_tests_batch
+    passed = run_tests_batch([(extract_code(r), t) for r, t in zip(responses, tests)], timeout_s=timeout_s)
+    return [float(ok) for ok in passed]
+
+
+def code_reward(program, tests, timeout_s=5.0):
+    """The reward of one response: see code_rewards."""
+    return code_rewards([program], [tests], timeout_s)[0]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--sympy-worker"]:
+    _serve_sympy_requests()  # the sympy child process; see _SympyWorker

@@ -1,0 +1,63 @@
+"""A real small instruct model: SmolLM2-135M-Instruct as GGUF, when ../shared/models has it (a
+fresh clone does not: then these tests are skipped). Checks the loading path for .gguf files, the
+chat glue on a real template, our log-probs against the model's own loss, and one Stage I step."""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PARTS = sorted(glob.glob(os.path.join(ROOT, "..", "shared", "models", "SmolLM2-135M-Instruct.Q4_1.gguf.part*")))
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not PARTS, reason="../shared/models has no SmolLM2 GGUF")]
+
+
+@pytest.fixture(scope="module")
+def gguf_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with open(path, "wb") as joined:
+        for part in PARTS:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, joined)
+    return str(path)
+
+
+def test_gguf_logprobs_glue_and_sampling(gguf_path):
+    from model import (chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, sample, token_logprobs,
+                       turn_glue_ids)
+    tokenizer, model = load_tokenizer(gguf_path), load_model(gguf_path, "cpu", trainable=False)
+    end_ids = end_of_turn_ids(model, tokenizer)
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in end_ids
+
+    # Glue: prompt + y1 + <|im_end|> + glue is what the chat template renders for the whole chat.
+    prompt = chat_prompt_ids(tokenizer, "What is 2 + 3?")
+    y1 = tokenizer("6", add_special_tokens=False).input_ids + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    glue = turn_glue_ids(tokenizer, end_ids, "Check it.")
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "6"},
+         {"role": "user", "content": "Check it."}], tokenize=False, add_generation_prompt=True)
+    assert prompt + y1 + glue == tokenizer(rendered, add_special_tokens=False).input_ids
+
+    ids = torch.tensor([prompt + y1 + glue])
+    with torch.no_grad():
+        ours = -token_logprobs(model, ids, torch.ones_like(ids), chunk_tokens=16).mean()
+        theirs = model(input_ids=ids, labels=ids).loss
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+    answers, truncated = sample(model, [prompt], max_new_tokens=8, temperature=0, end_ids=end_ids,
+                                pad_id=tokenizer.pad_token_id)
+    assert "5" in tokenizer.decode(answers[0])  # the real model can add
+
+
+def test_stage1_step_on_the_gguf_model(gguf_path, tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "stage1.py"), "--model", gguf_path,
+                             "--task", "arithmetic", "--max_operand", "9", "--device", "cpu", "--steps", "1",
+                             "--problems_per_step", "2", "--samples_per_problem", "2", "--max_new_tokens", "8",
+                             "--gradient_checkpointing", "false", "--out_dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.isfile(os.path.join(tmp_path, "stage1", "model.safetensors"))
