@@ -187,8 +187,10 @@ def sample(model, prompts, *, max_new_tokens, temperature, end_ids, pad_id, batc
     drawn from pi itself."""
     from transformers import GenerationConfig
     device = next(model.parameters()).device
+    # 0 and 1.0 are the explicit "off". None would not be: generate() fills unset fields from the
+    # model's generation_config, then from its global defaults (top_k=50), so None sampled top-k.
     gen_config = GenerationConfig(do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                                  top_k=None, top_p=None, repetition_penalty=None, max_new_tokens=max_new_tokens,
+                                  top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
                                   eos_token_id=list(end_ids), pad_token_id=pad_id)
     was_training = model.training
     model.eval()
@@ -269,7 +271,8 @@ def parse_config(cls, presets, argv=None):
     parser.add_argument("--preset", choices=sorted(presets), help="a named set of overrides, e.g. tiny for the CPU tutorial")
     for f in dataclasses.fields(cls):
         kind = {bool: lambda s: s.lower() in ("1", "true", "yes")}.get(f.type, f.type)
-        parser.add_argument(f"--{f.name}", type=kind, default=None, help=f"{docs.get(f.name, '')} (default: {f.default})")
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})".replace("%", "%%")  # argparse %-formats help
+        parser.add_argument(f"--{f.name}", type=kind, default=None, help=help_text)
     args = vars(parser.parse_args(argv))
     values = dict(presets.get(args.pop("preset"), {}) if args.get("preset") else {})
     values.update({k: v for k, v in args.items() if v is not None})

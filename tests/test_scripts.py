@@ -99,3 +99,10 @@ def test_data_row_missing_a_field_is_named(tmp_path):
 def test_unknown_model_is_named(tmp_path):
     line = one_line_error(run("stage1.py", "--preset", "tiny", "--model", "no such model", "--out_dir", str(tmp_path)))
     assert "'no such model' is neither a local folder" in line
+
+
+@pytest.mark.parametrize("script", ["stage1.py", "stage2.py", "evaluate.py"])
+def test_help_lists_every_setting_with_its_doc(script):
+    result = run(script, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--preset {tiny}" in result.stdout and "(default:" in result.stdout
