@@ -24,8 +24,9 @@ from reward import arithmetic_reward, math_reward
 from rollout import CODE_SELF_CORRECTION_INSTRUCTION, MATH_PROMPT, SELF_CORRECTION_INSTRUCTION
 
 DOWNLOADS = {  # (task, split) -> public home of the data
-    ("math", "train"): "https://raw.githubusercontent.com/openai/prm800k/main/prm800k/math_splits/train.jsonl",
-    ("math", "test"): "https://raw.githubusercontent.com/openai/prm800k/main/prm800k/math_splits/test.jsonl",
+    # prm800k keeps its splits in Git LFS: raw.githubusercontent.com would serve a pointer file.
+    ("math", "train"): "https://media.githubusercontent.com/media/openai/prm800k/main/prm800k/math_splits/train.jsonl",
+    ("math", "test"): "https://media.githubusercontent.com/media/openai/prm800k/main/prm800k/math_splits/test.jsonl",
     ("code", "train"): "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl",
     ("code", "test"): "https://raw.githubusercontent.com/openai/human-eval/master/data/HumanEval.jsonl.gz",
 }
@@ -160,6 +161,8 @@ def download(task, split):
         if url.endswith(".gz"):
             import gzip
             data = gzip.decompress(data)
+        if data.startswith(b"version https://git-lfs"):
+            raise UsageError(f"{url} served a Git LFS pointer, not the data; pass a local JSONL with --{split}_data")
         with open(path + ".part", "wb") as f:
             f.write(data)
         os.replace(path + ".part", path)
