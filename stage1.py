@@ -180,8 +180,8 @@ def load_policy_and_reference(policy_path, reference_path, cfg):
     policy = load_model(policy_path, device, torch.float32, trainable=True)
     reference = load_model(reference_path, device, torch.bfloat16 if device.type == "cuda" else torch.float32,
                            trainable=False)
-    if cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
+    if cfg.gradient_checkpointing:  # transformers 5.23 renamed it; older 5.x only has the old name
+        getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
     return tokenizer, policy, reference
 
 

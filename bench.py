@@ -1,0 +1,578 @@
+"""
+How fast one SCoRe Stage I step runs, how much memory each phase takes, and how close that is to
+what the hardware allows: the project's own code ("ours") and a plain baseline, side by side in
+one run, so every speed-up is a ratio measured on the same device at the same moment.
+
+Why a top-level script: nanoGPT keeps a `bench.py` next to `train.py` for the same reason, a
+benchmark is a recipe you read and run, not a library. It imports the real code paths:
+model.sample and model.token_logprobs, stage1.reinforce_update, rollout.Episodes.
+
+Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architecture, batch 64, 512 + 512 tokens
+        python bench.py --static_cache true   # the same, plus a static KV cache with compiled decoding
+        python bench.py --preset cpu          # CPU, offline, about a minute: a tiny body on Qwen's 151,936 vocab
+        python bench.py --preset cpu --model small --vocab_size 8192   # CPU: a body-heavy model, where
+                                              # gradient checkpointing and micro-batches act (~30 s)
+
+The models get random weights (built from a config: offline, and speed does not depend on the
+weights' values). They never emit the end token (its id is past the vocabulary), so every attempt
+runs the full --new_tokens: the worst case a real rollout approaches, the same work in every run.
+
+What the numbers mean:
+  rollout    two attempts: y1 ~ pi(.|x1), then y2 ~ pi(.|x1, y1, p), as rollout.run_episodes does.
+             tok/s counts sampled tokens. steps/s counts iterations of generate's decode loop.
+             roofline % = (bytes a decode step must read: every matmul weight once + the KV cache
+             of the real tokens, summed over the steps) / measured bandwidth / measured time.
+             Prefill is inside the time but not the bytes, so the percentage is a lower bound.
+  reference  the frozen pi_ref's per-token log-probs over every episode (no graph).
+  update     stage1.reinforce_update: reference + policy forward/backward + Adam, micro-batched.
+             MFU = model FLOPs / time / measured matmul rate. Model FLOPs per real token: 2 per
+             weight of every matmul (lm head included) + causal attention 2 x 2 x position x d per
+             layer; backward = 2 x forward. Padding and recomputation (gradient checkpointing,
+             the chunked log-prob's second head pass) do not count: MFU, not hardware utilization.
+  peak MB    the largest amount of memory a phase allocated beyond what existed when it began
+             (weights and Adam state existed). GPU: torch.cuda.max_memory_allocated. CPU: there is
+             no allocator counter, so a second, untimed call runs under PeakMemory below, which
+             adds up the storage of every tensor an aten op returns and subtracts it when freed.
+  ratio      baseline time / ours time (> 1: ours is faster); for memory, baseline / ours.
+  log-prob memory   the update's log-prob work alone (reference, policy, KL, backward) at two
+             micro-batch sizes: its growth per token should be far below a vocabulary row of floats.
+  techniques each one switched off alone, against ours as it runs, in the same run.
+The denominators are measured in the same run: bandwidth by a large tensor copy (bytes read +
+written), the matmul rate by the best of a few large square matmuls (bf16 on a GPU, fp32 on a
+CPU, where the models also run in fp32), with the same thread count as the benchmark.
+
+The baseline is what a plain implementation writes: model.generate with its default settings
+(which sample with top-k 50) on prompts in the order given, and log-probs from a full
+logits.log_softmax(-1), which needs batch x tokens x vocabulary floats; its micro-batch is its
+own (--baseline_micro_batch) because that tensor would not fit at ours'.
+
+Where this departs from a real Stage I step:
+1. Token ids are random and nothing is decoded or scored: the verifier is CPU work outside the model.
+2. The two attempts are sampled with model.sample exactly as rollout.run_episodes does, but here,
+   not through it, because run_episodes needs a tokenizer and a task.
+3. Reusing the reference forward pass is not a row: reinforce_update already runs the reference once
+   per episode per step, the least that one update per batch allows.
+4. --static_cache is GPU-only (transformers compiles the decode step only there) and off by default:
+   it has not been measured on a GPU yet.
+"""
+
+import dataclasses
+import functools
+import gc
+import math
+import sys
+import time
+import weakref
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+import stage1
+from model import UsageError, autocast, parse_config, require_device, sample, token_logprobs
+from rollout import Episodes
+
+
+@dataclass
+class Config:
+    model: str = "qwen2.5-1.5b"
+    """qwen2.5-1.5b, tiny or small (built in-process), or a hub id / folder whose config.json is used; random weights"""
+    vocab_size: int = 0
+    """0: the architecture's own (Qwen2.5: 151,936)"""
+    device: str = "cuda"
+    """cuda or cpu"""
+    batch: int = 64
+    """episodes per Stage I step, N (stage1.py: 16 problems x k = 4)"""
+    samples_per_problem: int = 4
+    """k: each prompt appears k times in a row, as in rollout.run_episodes"""
+    prompt_tokens: int = 512
+    """longest first prompt x1; prompt lengths are drawn uniformly from half of it to all of it"""
+    new_tokens: int = 512
+    """max_new_tokens of each attempt (stage1.py's default)"""
+    instruction_tokens: int = 80
+    """glue between attempts: chat-template tokens + the instruction p (MATH's p: ~60 words, estimated ~80 tokens)"""
+    gen_batch: int = 64
+    """rows per generate call: model.sample's batch_size (rollout.run_episodes passes 64)"""
+    micro_batch: int = 16
+    """episodes per forward/backward in the update (stage1.py's --micro_batch)"""
+    chunk_tokens: int = 1024
+    """token_logprobs' chunk in ours (1024: model.py's default, what stage1.py runs)"""
+    baseline_micro_batch: int = 4
+    """the baseline's micro-batch: its full log-softmax needs micro x tokens x vocab x ~14 bytes"""
+    gradient_checkpointing: bool = True
+    """recompute the policy's activations in backward, for ours and the baseline (stage1.py's default)"""
+    static_cache: bool = False
+    """also time sampling with a static KV cache, which transformers compiles on a GPU (never measured yet)"""
+    techniques: bool = True
+    """also measure each technique on its own (the ablation rows)"""
+    warmup: int = 1
+    """untimed calls before each timed one (cuBLAS, allocator and compile warm-up)"""
+    repeats: int = 1
+    """timed calls per measurement, the fastest kept (a shared machine is noisy)"""
+    threads: int = 1
+    """CPU threads for torch (more than the free cores slows everything ~10x)"""
+    seed: int = 0
+    """seeds the weights, the prompts and sampling"""
+
+
+# cpu: a few hundred tokens per micro-batch, so chunks of 128 show what 1024 does for a GPU's thousands.
+# k = 2 with generate batches of 4 mixes problems of different lengths, so length sorting has work to do.
+PRESETS = {"cpu": dict(model="tiny", device="cpu", batch=8, samples_per_problem=2, prompt_tokens=32, new_tokens=24,
+                       instruction_tokens=8, gen_batch=4, micro_batch=4, chunk_tokens=128, baseline_micro_batch=4,
+                       warmup=0)}
+
+# Architectures built in-process with random weights, so the benchmark needs no download.
+ARCHITECTURES = {
+    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True,
+                         rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=32768),
+    # Qwen's vocabulary on a tiny body: the lm head dominates, as it does for log-prob memory.
+    "tiny": dict(model_type="qwen2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=256, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6,
+                 max_position_embeddings=4096),
+    # A wider, deeper body for the CPU (use with a small --vocab_size): activations, not logits, dominate,
+    # which is where gradient checkpointing and micro-batching act.
+    "small": dict(model_type="qwen2", hidden_size=256, num_hidden_layers=8, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=1024, vocab_size=151936, tie_word_embeddings=True,
+                  rope_theta=1e6, max_position_embeddings=4096),
+}
+
+
+# ----------------------------------------------------------------------------- models and data
+
+def build_config(name, vocab_size=0):
+    from transformers import AutoConfig
+    if name in ARCHITECTURES:
+        kwargs = dict(ARCHITECTURES[name])
+        config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(name)
+        except OSError as e:
+            raise UsageError(f"no config for {name!r} ({str(e).splitlines()[0]}); try qwen2.5-1.5b or tiny") from None
+    if vocab_size:
+        config.vocab_size = vocab_size
+    return config
+
+
+def build_models(config, device, gradient_checkpointing, seed=0):
+    """Policy and frozen reference as stage1.load_policy_and_reference makes them: a float32
+    policy (bf16 autocast on a GPU) and a reference in bf16 on a GPU, float32 on a CPU."""
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(seed)
+    with torch.device(device):  # initialize in place: 1.5B random weights on a CPU take a while
+        policy = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        reference = AutoModelForCausalLM.from_config(
+            config, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    policy.train()
+    reference.eval().requires_grad_(False)
+    if gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    return policy, reference
+
+
+def make_prompts(n, k, longest, vocab, gen):
+    """n prompts of random token ids, each problem's k copies adjacent (rows 0..k-1 share problem 0)."""
+    lengths = torch.randint(longest // 2, longest + 1, (n // k,), generator=gen).repeat_interleave(k)
+    return [torch.randint(0, vocab, (int(n_),), generator=gen).tolist() for n_ in lengths]
+
+
+def two_turn_rollout(generate, prompts, glue, end_filler):
+    """Attempt 1, the glue with the instruction p, attempt 2: rollout.run_episodes' token logic."""
+    y1, cut1 = generate(prompts)
+    # A cut-off attempt gets an end token it did not write, as in run_episodes (the id itself is
+    # past the vocabulary here, so a real token stands in for it).
+    contexts = [c + y + ([end_filler] if t else []) + glue for c, y, t in zip(prompts, y1, cut1)]
+    y2, _ = generate(contexts)
+    return prompts, y1, contexts, y2
+
+
+def to_episodes(prompts, y1, contexts, y2, k, device, gen):
+    """Right-padded rows [x1, y1, glue, y2] with their action masks, as rollout.run_episodes returns
+    them; rewards are coin flips (their values change no timing)."""
+    rows = [c + y for c, y in zip(contexts, y2)]
+    n, width = len(rows), max(map(len, rows))
+    ids = torch.zeros(n, width, dtype=torch.long)
+    attn = torch.zeros(n, width, dtype=torch.long)
+    masks = torch.zeros(2, n, width, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)], attn[i, :len(row)] = torch.tensor(row), 1
+        masks[0, i, len(prompts[i]):len(prompts[i]) + len(y1[i])] = True
+        masks[1, i, len(contexts[i]):len(row)] = True
+    return Episodes(input_ids=ids.to(device), attention_mask=attn.to(device), action_masks=masks.to(device),
+                    rewards=torch.randint(0, 2, (2, n), generator=gen).float().to(device),
+                    truncated=torch.ones(2, n, dtype=torch.bool, device=device),
+                    problem_index=torch.arange(n // k, device=device).repeat_interleave(k),
+                    responses=[[], []], samples_per_problem=k)
+
+
+# ----------------------------------------------------------------------------- the two implementations
+
+def plain_generate(model, prompts, *, max_new_tokens, end_ids, pad_id, batch_size, sort=False, **settings):
+    """The baseline sampler: prompts in the order given, left-padded, and model.generate with whatever
+    `settings` say (none: its defaults, which sample with top-k 50). sort=True and settings give
+    the ablation variants (unsorted pure sampling, static cache)."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort else list(range(len(prompts)))
+    responses = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
+        attn = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device)
+        with torch.no_grad(), autocast(device):
+            out = model.generate(input_ids=ids, attention_mask=attn, do_sample=True, max_new_tokens=max_new_tokens,
+                                 eos_token_id=list(end_ids), pad_token_id=pad_id, **settings)
+        for row, i in enumerate(idx):
+            responses[i] = out[row, width:].tolist()  # the end id is unreachable: no cut needed
+    model.train(was_training)
+    return responses, [True] * len(prompts)
+
+
+def naive_logprobs(model, input_ids, attention_mask):
+    """The two-line version from token_logprobs' docstring: a (B, T-1, V) float32 log-softmax."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits  # (B, T, V)
+    return logits[:, :-1].float().log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def reference_pass(logprobs, reference, episodes, micro_batch):
+    """Step 4 of reinforce_update on its own: the reference's log-probs, micro-batch by micro-batch."""
+    with torch.no_grad(), autocast(episodes.input_ids.device):
+        for start in range(0, episodes.input_ids.shape[0], micro_batch):
+            rows = slice(start, start + micro_batch)
+            logprobs(reference, episodes.input_ids[rows], episodes.attention_mask[rows])
+
+
+def update(logprobs, policy, reference, optimizer, episodes, micro_batch):
+    """stage1.reinforce_update as Stage I calls it. Both sides run it with their log-prob function
+    swapped into stage1's namespace for the call (ours: token_logprobs at --chunk_tokens, which at
+    1024 is exactly what stage1 runs; the baseline: naive_logprobs), so nothing else differs."""
+    task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
+    kl_coefs = torch.tensor([0.1, 0.01], device=episodes.input_ids.device)  # Table 5, MATH: beta2, beta1
+    cfg = SimpleNamespace(micro_batch=micro_batch, baseline="rloo", grad_clip=1.0)
+    saved, stage1.token_logprobs = stage1.token_logprobs, logprobs
+    try:
+        return stage1.reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+    finally:
+        stage1.token_logprobs = saved
+        optimizer.zero_grad(set_to_none=True)  # already done, unless a GPU ran out of memory half-way
+
+
+# ----------------------------------------------------------------------------- measuring
+
+class PeakMemory(TorchDispatchMode):
+    """The CPU's stand-in for torch.cuda.max_memory_allocated: peak bytes of tensor storage created
+    while active and still alive. Every aten op's outputs pass through here (forward, backward and
+    checkpoint recomputation alike); a storage is counted once, when first returned, and released
+    when Python frees it (storages keep one Python object for life, so a weakref callback fires
+    exactly then). Storages made before entering (weights, Adam state) are not counted, nor is a
+    kernel's private scratch space."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.known = 0, 0, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key in self.known:
+                continue
+            # A view or in-place result of a tensor we have never seen shares storage made before we
+            # started (a weight): remember it with 0 bytes so it is never counted.
+            nbytes = 0 if key in inputs else storage.nbytes()
+            self.known[key] = weakref.ref(storage, functools.partial(self._free, key, nbytes))
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        return out
+
+    def _free(self, key, nbytes, _ref):
+        self.live -= nbytes
+        self.known.pop(key, None)
+
+
+def measure(fn, device, warmup=0, timed=True, repeats=1):
+    """(seconds, peak bytes beyond what was allocated at the start, fn's result): the fastest of
+    `repeats` calls. A GPU out-of-memory error becomes (nan, nan, None): a row saying OOM, not a crash."""
+    gc.collect()
+    if device.type == "cuda":
+        try:
+            for _ in range(warmup):
+                fn()
+            torch.cuda.empty_cache()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start, seconds = torch.cuda.memory_allocated(), math.inf
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                out = fn()
+                torch.cuda.synchronize()
+                seconds = min(seconds, time.perf_counter() - t0)
+            return seconds, torch.cuda.max_memory_allocated() - start, out
+        except torch.OutOfMemoryError:
+            gc.collect()
+            torch.cuda.empty_cache()
+            return math.nan, math.nan, None
+    for _ in range(warmup):
+        fn()
+    seconds, out = (math.inf, None) if timed else (math.nan, None)
+    for _ in range(repeats if timed else 0):
+        t0 = time.perf_counter()
+        out = fn()
+        seconds = min(seconds, time.perf_counter() - t0)
+        gc.collect()
+    with PeakMemory() as memory:  # a second call: tracking every op would distort the timing
+        tracked = fn()
+    return seconds, memory.peak, out if timed else tracked
+
+
+def logprob_memory(logprobs, policy, reference, input_ids, attention_mask):
+    """Peak bytes of one micro-batch's log-prob work in the update: the reference's log-probs (no
+    graph), the policy's (with graph), the k1 KL between them, and backward through a loss of both.
+    The claim to check: this grows with batch x tokens, not batch x tokens x vocabulary."""
+    device = input_ids.device
+
+    def run():
+        with torch.no_grad(), autocast(device):
+            ref_logp = logprobs(reference, input_ids, attention_mask)  # (b, T-1)
+        with autocast(device):
+            logp = logprobs(policy, input_ids, attention_mask)  # (b, T-1), with graph
+        kl = logp.detach() - ref_logp  # (b, T-1): the KL never needs more than a number per token
+        try:
+            (-(logp * (1 - 0.01 * kl))).sum().backward()
+        finally:
+            policy.zero_grad(set_to_none=True)
+
+    return measure(run, device, timed=False)[1]
+
+
+def device_bandwidth(device, nbytes):
+    """Bytes per second of a large copy (it reads and writes every byte): the decode roofline's denominator."""
+    src = torch.ones(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    best = math.inf
+    for _ in range(5):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best
+
+
+def device_matmul_rate(device, n):
+    """FLOP/s of the best of a few n x n matmuls, bf16 on a GPU and fp32 on a CPU: the MFU denominator."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = math.inf
+    for _ in range(5):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def matmul_weights(model):
+    """Weights every token multiplies by: all Linear layers, the (tied) lm head included."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def forward_flops(model, attention_mask):
+    """Model FLOPs of one forward pass over the real tokens (see the module docstring)."""
+    c = model.config
+    d = c.num_attention_heads * (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
+    lengths = attention_mask.sum(-1).double()  # (N,)
+    return float(2 * matmul_weights(model) * lengths.sum() + 2 * c.num_hidden_layers * d * (lengths ** 2).sum())
+
+
+def decode_bytes(model, context_lengths, new_tokens, batch_size, value_bytes):
+    """Bytes one attempt's decode steps must read at least: every matmul weight once per step of
+    each generate call, plus the KV cache of each row's real tokens at each step."""
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv_per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * value_bytes  # K and V
+    calls = math.ceil(len(context_lengths) / batch_size)
+    weights = calls * new_tokens * matmul_weights(model) * value_bytes
+    cache = sum(new_tokens * n + new_tokens * (new_tokens - 1) / 2 for n in context_lengths) * kv_per_token
+    return weights + cache
+
+
+def mb(nbytes):
+    return "OOM" if math.isnan(nbytes) else f"{nbytes / 2 ** 20:,.0f}"
+
+
+def sec(seconds):
+    return "OOM" if math.isnan(seconds) else f"{seconds:.3f}"
+
+
+def ratio(a, b):
+    return "-" if math.isnan(a) or math.isnan(b) or b <= 0 else f"{a / b:.2f}x"
+
+
+# ----------------------------------------------------------------------------- the run
+
+def main(cfg):
+    require_device(cfg.device, "bench.py")
+    if cfg.batch % cfg.samples_per_problem:
+        raise UsageError("--batch must be a multiple of --samples_per_problem")
+    torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    config = build_config(cfg.model, cfg.vocab_size)
+    policy, reference = build_models(config, device, cfg.gradient_checkpointing, cfg.seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=5e-6)
+    V, N, k = config.vocab_size, cfg.batch, cfg.samples_per_problem
+    value_bytes = 2 if device.type == "cuda" else 4  # bf16 autocast on a GPU, fp32 on a CPU
+    end_ids, pad_id, filler = [V], 0, 1  # an end id past the vocabulary: attempts always run full length
+    glue = torch.randint(0, V, (cfg.instruction_tokens,), generator=gen).tolist()
+    prompts = make_prompts(N, k, cfg.prompt_tokens, V, gen)
+    print(f"bench: {cfg.model} ({sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M parameters, vocab {V}) on "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, {cfg.threads} thread(s); "
+          f"{N} episodes, prompts {cfg.prompt_tokens // 2}-{cfg.prompt_tokens} + {cfg.new_tokens} new tokens x 2 turns")
+    print(dataclasses.asdict(cfg))
+
+    # 1. the denominators, measured now on this device
+    bandwidth = device_bandwidth(device, 2 ** 30 if device.type == "cuda" else 2 ** 27)
+    matmul_rate = device_matmul_rate(device, 8192 if device.type == "cuda" else 1024)
+    print(f"device: copy bandwidth {bandwidth / 1e9:.1f} GB/s, matmul {matmul_rate / 1e12:.2f} TFLOP/s")
+
+    timed = functools.partial(measure, device=device, warmup=cfg.warmup, repeats=cfg.repeats)
+    ours_logprobs = functools.partial(token_logprobs, chunk_tokens=cfg.chunk_tokens)
+    sample_ours = functools.partial(sample, policy, max_new_tokens=cfg.new_tokens, temperature=1.0, end_ids=end_ids,
+                                    pad_id=pad_id, batch_size=cfg.gen_batch)
+    sample_plain = functools.partial(plain_generate, policy, max_new_tokens=cfg.new_tokens, end_ids=end_ids,
+                                     pad_id=pad_id, batch_size=cfg.gen_batch)
+    rollout = functools.partial(two_turn_rollout, prompts=prompts, glue=glue, end_filler=filler)
+
+    # 2. warm up every code path once on k short rows (first-call costs; Adam's state exists from here on)
+    warm = to_episodes(*two_turn_rollout(functools.partial(sample_ours, max_new_tokens=2), [prompts[0][:8]] * k,
+                                         glue[:2], filler), k, device, gen)
+    update(ours_logprobs, policy, reference, optimizer, warm, k)
+    update(naive_logprobs, policy, reference, optimizer, warm, k)
+
+    # 3. Stage I, ours and the baseline: rollout, reference log-probs, update (reference + policy + Adam)
+    results = {}
+    for name, generate, logprobs, micro in (("ours", sample_ours, ours_logprobs, cfg.micro_batch),
+                                            ("baseline", sample_plain, naive_logprobs, cfg.baseline_micro_batch)):
+        t_roll, m_roll, out = timed(functools.partial(rollout, generate))
+        if out is None:  # the baseline's rollout ran out of memory: update on ours' episodes
+            out = rollout(sample_ours)
+        episodes = to_episodes(*out, k, device, gen)
+        t_ref, m_ref, _ = timed(functools.partial(reference_pass, logprobs, reference, episodes, micro))
+        t_upd, m_upd, _ = timed(functools.partial(update, logprobs, policy, reference, optimizer, episodes, micro))
+        results[name] = dict(rollout=(t_roll, m_roll), reference=(t_ref, m_ref), update=(t_upd, m_upd),
+                             step=(t_roll + t_upd, max(m_roll, m_upd)))
+        if name == "ours":
+            ours_episodes = episodes
+    ours, base = results["ours"], results["baseline"]
+
+    # 4. against the hardware: tokens/s, decode steps/s, % of the bandwidth roofline, MFU. Both sides
+    # sample the same number of tokens from the same prompts, so they share the denominators.
+    tokens, sampled = int(ours_episodes.attention_mask.sum()), N * 2 * cfg.new_tokens
+    first = [len(p) for p in prompts]
+    second = [n + cfg.new_tokens + 1 + cfg.instruction_tokens for n in first]  # + y1 + end token + glue
+    need = sum(decode_bytes(policy, lengths, cfg.new_tokens, cfg.gen_batch, value_bytes) for lengths in (first, second))
+    steps = 2 * math.ceil(N / cfg.gen_batch) * cfg.new_tokens
+    flops = forward_flops(policy, ours_episodes.attention_mask)
+    rates = {}
+    for name, r in results.items():
+        (t_roll, _), (t_ref, _), (t_upd, _) = r["rollout"], r["reference"], r["update"]
+        rates[name] = [f"{sampled / t_roll:,.0f}", f"{steps / t_roll:,.1f}", f"{100 * need / bandwidth / t_roll:.1f}",
+                       f"{tokens / t_ref:,.0f}", f"{100 * flops / t_ref / matmul_rate:.1f}", f"{tokens / t_upd:,.0f}",
+                       f"{100 * 4 * flops / t_upd / matmul_rate:.1f}",  # reference forward + policy forward/backward
+                       "/".join(f"{100 * t / (t_roll + t_upd):.0f}" for t in (t_roll, t_ref, t_upd - t_ref))]
+    rate_names = ["rollout: sampled tokens/s", "rollout: decode steps/s", "rollout: % of bandwidth roofline",
+                  "reference: tokens/s", "reference: % MFU", "update: tokens/s", "update: % MFU",
+                  "step split %: rollout/reference/update"]
+
+    # 5. each technique on its own: (name, phase, measured without it, measured with it), same run.
+    rows = []
+    if cfg.techniques:
+        ref_with = functools.partial(reference_pass, reference=reference, episodes=ours_episodes)
+        upd_with = functools.partial(update, policy=policy, reference=reference, optimizer=optimizer,
+                                     episodes=ours_episodes)
+        pure_unsorted = timed(functools.partial(rollout, functools.partial(sample_plain, top_k=0, top_p=1.0)))
+        rows.append(("pure sampling, not generate's default top-k 50", "rollout", base["rollout"], pure_unsorted))
+        rows.append(("length-sorted generate batches", "rollout", pure_unsorted, ours["rollout"]))
+        if cfg.static_cache:  # transformers compiles the decode step when the cache is static, on a GPU
+            static = functools.partial(sample_plain, sort=True, top_k=0, top_p=1.0, cache_implementation="static")
+            rows.append(("static KV cache + compiled decode (flag)", "rollout", ours["rollout"],
+                         timed(functools.partial(rollout, static), warmup=max(cfg.warmup, 1))))
+        full = timed(functools.partial(ref_with, naive_logprobs, micro_batch=cfg.micro_batch))
+        rows.append((f"chunked log-probs ({cfg.chunk_tokens} tokens)", "reference", full, ours["reference"]))
+        full = timed(functools.partial(upd_with, naive_logprobs, micro_batch=cfg.micro_batch))
+        rows.append((f"chunked log-probs ({cfg.chunk_tokens} tokens)", "update", full, ours["update"]))
+        one_pass = timed(functools.partial(upd_with, ours_logprobs, micro_batch=N))
+        rows.append((f"micro-batches of {cfg.micro_batch}, not all {N}", "update", one_pass, ours["update"]))
+        if cfg.gradient_checkpointing:
+            policy.gradient_checkpointing_disable()
+            no_ckpt = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch))
+            policy.gradient_checkpointing_enable()
+            rows.append(("gradient checkpointing", "update", no_ckpt, ours["update"]))
+        policy.set_attn_implementation("eager")
+        eager_rollout = timed(functools.partial(rollout, sample_ours))
+        eager_update = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch))
+        policy.set_attn_implementation("sdpa")
+        rows.append(("SDPA attention, not eager", "rollout", eager_rollout, ours["rollout"]))
+        rows.append(("SDPA attention, not eager", "update", eager_update, ours["update"]))
+
+    # 6. log-prob memory against micro-batch size: grows with tokens, or with tokens x vocabulary?
+    sizes = sorted({max(1, cfg.micro_batch // 2), cfg.micro_batch})
+    scaling = []
+    for n_rows in sizes:
+        ids, mask = ours_episodes.input_ids[:n_rows], ours_episodes.attention_mask[:n_rows]
+        n_tokens = ids.shape[0] * (ids.shape[1] - 1)
+        scaling.append((n_tokens, logprob_memory(ours_logprobs, policy, reference, ids, mask),
+                        logprob_memory(naive_logprobs, policy, reference, ids, mask)))
+
+    # 7. the tables, last
+    kind = "GPU" if device.type == "cuda" else "CPU"
+    counter = "cuda.max_memory_allocated" if kind == "GPU" else "PeakMemory"
+    print(f"\nStage I step on the {kind}, ours vs the plain baseline. speed-up = base s / ours s, memory = base MB / "
+          f"ours MB; MB = peak beyond weights and Adam state ({counter}); {need / steps / 2 ** 20:,.1f} MiB to read "
+          f"per decode step at {bandwidth / 1e9:,.1f} GB/s; matmul {matmul_rate / 1e12:.2f} TFLOP/s")
+    print(f"{'phase':<11}| {'ours s':>8} | {'base s':>8} | {'speed-up':>8} | {'ours MB':>8} | {'base MB':>8} | "
+          f"{'memory':>7}")
+    for phase in ("rollout", "reference", "update", "step"):
+        (to, mo), (tb, mb_) = ours[phase], base[phase]
+        print(f"{phase:<11}| {sec(to):>8} | {sec(tb):>8} | {ratio(tb, to):>8} | {mb(mo):>8} | {mb(mb_):>8} | "
+              f"{ratio(mb_, mo):>7}")
+    print(f"\n{'rate':<40}| {'ours':>9} | {'baseline':>9}")
+    for i, name in enumerate(rate_names):
+        print(f"{name:<40}| {rates['ours'][i]:>9} | {rates['baseline'][i]:>9}")
+    print(f"\nlog-prob memory (reference + policy + KL + backward) vs tokens in a micro-batch, vocab {V:,}")
+    for n_tokens, m_ours, m_naive in scaling:
+        print(f"{n_tokens:>7,} tokens | ours {mb(m_ours):>6} MB | full log-softmax {mb(m_naive):>6} MB | "
+              f"one (B, T, V) float32 tensor {n_tokens * V * 4 / 2 ** 20:,.0f} MB")
+    if len(scaling) == 2 and not any(math.isnan(x) for row in scaling for x in row):
+        (n0, o0, f0), (n1, o1, f1) = scaling
+        print(f"growth per extra token: ours {(o1 - o0) / (n1 - n0) / 1024:,.1f} KiB, full log-softmax "
+              f"{(f1 - f0) / (n1 - n0) / 1024:,.1f} KiB; V x 4 bytes = {V * 4 / 1024:,.1f} KiB")
+    if rows:
+        print(f"\n{'technique (without it -> with it, as ours runs)':<48}| {'phase':<9}| {'without s':>9} | "
+              f"{'with s':>8} | {'speed-up':>8} | {'without MB':>10} | {'with MB':>8}")
+        for name, phase, (t0, m0, *_), (t1, m1, *_) in rows:
+            print(f"{name:<48}| {phase:<9}| {sec(t0):>9} | {sec(t1):>8} | {ratio(t0, t1):>8} | {mb(m0):>10} | "
+                  f"{mb(m1):>8}")
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_config(Config, PRESETS))
+    except UsageError as e:
+        sys.exit(f"error: {e}")
