@@ -189,8 +189,9 @@ def sample(model, prompts, *, max_new_tokens, temperature, end_ids, pad_id, batc
     device = next(model.parameters()).device
     # 0 and 1.0 are the explicit "off". None would not be: generate() fills unset fields from the
     # model's generation_config, then from its global defaults (top_k=50), so None sampled top-k.
-    gen_config = GenerationConfig(do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                                  top_k=0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
+    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else \
+        dict(do_sample=False)  # greedy: sampling flags would only draw a warning
+    gen_config = GenerationConfig(**sampling, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
                                   eos_token_id=list(end_ids), pad_token_id=pad_id)
     was_training = model.training
     model.eval()
