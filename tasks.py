@@ -75,8 +75,8 @@ def load_problems(task, split, path="", limit=0, seed=0, max_operand=9):
         rows = read_jsonl(path or download(task, split))
         parse = {"math": math_problem, "code": mbpp_problem if split == "train" else humaneval_problem}[task]
         problems = [parse(row, f"{path or task}:{i + 1}") for i, row in enumerate(rows)]
-        if task == "code" and split == "train" and not path:
-            problems = [p for p in problems if int(p.id) > 10]  # tasks 1-10 are MBPP's few-shot pool
+        if task == "code" and split == "train":  # tasks 1-10 are MBPP's few-shot pool, never trained on
+            problems = [p for p in problems if not (p.id.isdigit() and int(p.id) <= 10)]
     return problems[:limit] if limit else problems
 
 
