@@ -8,19 +8,49 @@ metrics (PAPER.md, Metrics), all fractions of the whole test set:
     delta_c2i   = fraction right at attempt 1 and wrong at attempt 2
     identity:   delta = delta_i2c - delta_c2i
 
+and the paper's analyses beyond its Table 2, one switch each:
+
+    --turns N        N attempts, the same instruction before each; accuracy per attempt and the
+                     i->c / c->i flows between consecutive attempts (SCoRe: slightly better past
+                     turn 2, then flat; the base model never beats attempt 1)
+    --budgets 2,4,8  inference-time compute at equal budget K, temperature 0.7, majority vote:
+                     K parallel samples versus K/2 samples each self-corrected once
+    --repair PATH    offline repair (the MBPP-R analogue): the wrong attempt 1s recorded in an
+                     earlier run's per-problem JSONL are given as attempt 1; greedy attempt 2
+    --table FILES    no model: several runs' metrics side by side as the paper's table (Markdown),
+                     plus a plot when matplotlib is installed
+Every run also reports the edit-distance ratio between attempt 1 and attempt 2 as a histogram:
+does the model change its answer at all?
+
 Reads:  a checkpoint (default {out_dir}/stage2) or any model via --model; test problems
-Writes: {out_dir}/eval/{name}.jsonl (per problem: id, y1, y2, correctness), {name}.metrics.json
+Writes: {out_dir}/eval/{name}.jsonl (per problem: id, y1, y2, ..., correctness, edit ratio),
+        {name}.metrics.json; --budgets: {name}.budgets.json; --table: results.md (+ results.png)
 Run:    python evaluate.py                          # MATH500 with the Stage II checkpoint
         python evaluate.py --model Qwen/Qwen2.5-1.5B-Instruct --name base   # the base model row
+        python evaluate.py --turns 5                # five attempts
+        python evaluate.py --budgets 2,4,8,16,32    # parallel vs sequential sampling
+        python evaluate.py --task code --repair out/eval/base.jsonl --name stage2_repair
+        python evaluate.py --table "out/eval/*.metrics.json"    # quote the glob
         python evaluate.py --preset tiny            # CPU, after stage1/stage2 --preset tiny
 
 Where this departs from the paper:
 1. The default reads the task from the checkpoint's run config; --task overrides it.
+2. --budgets votes over the K/2 second attempts (our reading of the paper's "K/2 samples, each
+   self-corrected once"); the vote over all K attempts is reported next to it. The "one sample"
+   baseline is the mean accuracy of the temperature-0.7 samples. Code has no final answer to vote
+   on, so --budgets supports math and arithmetic only.
+3. The edit distance counts a substitution as a deletion plus an insertion, so the ratio spans
+   0 (identical) to 1 (nothing in common); with unit-cost substitutions two unrelated strings of
+   equal length would sit near 0.5. The paper does not define its edit distance.
+4. --repair repairs recorded wrong attempts of our own model's earlier run (e.g. on HumanEval), not
+   the MBPP-R set of another model's attempts; the repair rate is the fraction of them fixed.
 """
 
 import dataclasses
+import glob
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -29,7 +59,7 @@ import torch
 from model import (UsageError, append_jsonl, find_checkpoint, load_model, load_tokenizer, parse_config,
                    read_run_config, require_device)
 from rollout import run_episodes
-from tasks import get_task, load_problems
+from tasks import get_task, load_problems, read_jsonl
 
 
 @dataclass
@@ -42,6 +72,8 @@ class Config:
     """a local JSONL of test problems; empty: download the task's test split (MATH500, HumanEval)"""
     limit: int = 0
     """evaluate only the first this many problems (0: all)"""
+    max_operand: int = 0
+    """arithmetic only: operands 0..max_operand; 0: the checkpoint's training value, else 9"""
     out_dir: str = "out"
     """where the stage checkpoints are and where eval/ results go"""
     name: str = ""
@@ -52,10 +84,25 @@ class Config:
     """sequences per generate call"""
     device: str = "cuda"
     """cuda or cpu"""
+    turns: int = 2
+    """attempts per problem, the instruction repeated before each; Table 2's metrics use attempts 1 and 2"""
+    budgets: str = ""
+    """inference-compute analysis instead: comma-separated even budgets K (the paper's 2,4,8,16,32)"""
+    vote_temperature: float = 0.7
+    """sampling temperature of the --budgets analysis (the paper's 0.7)"""
+    seed: int = 0
+    """seeds the sampling of --budgets"""
+    repair: str = ""
+    """a per-problem JSONL written by evaluate.py: repair its wrong attempt 1s (MBPP-R analogue)"""
+    table: str = ""
+    """no model: a results table from these metrics files (comma-separated paths or quoted globs)"""
 
 
-PRESETS = {"tiny": dict(task="arithmetic", out_dir="out/tiny", limit=100, max_new_tokens=4, device="cpu")}
+PRESETS = {"tiny": dict(task="arithmetic", out_dir="out/tiny", limit=100, max_operand=4, max_new_tokens=4,
+                        device="cpu", batch_size=256)}
 
+
+# ----------------------------------------------------------------------------- Table 2 and N attempts
 
 def self_correction_metrics(correct_t1, correct_t2):
     """The five numbers of the paper's Table 2 from per-problem correctness (lists of bools)."""
@@ -68,6 +115,18 @@ def self_correction_metrics(correct_t1, correct_t2):
             "delta_c2i": sum(a and not b for a, b in zip(correct_t1, correct_t2)) / n}
 
 
+def turn_flows(correct_by_turn):
+    """Accuracy after each attempt and the flows from the attempt before it.
+    correct_by_turn: [n_turns][n_problems] bools. Attempt t > 1 gets Table 2's numbers for the pair
+    (t - 1, t), so the deltas telescope: their sum is Acc@last - Acc@1."""
+    flows = [{"turn": 1, "acc": sum(correct_by_turn[0]) / len(correct_by_turn[0])}]
+    for t in range(1, len(correct_by_turn)):
+        m = self_correction_metrics(correct_by_turn[t - 1], correct_by_turn[t])
+        flows.append({"turn": t + 1, "acc": m["acc_t2"], "delta": m["delta"], "delta_i2c": m["delta_i2c"],
+                      "delta_c2i": m["delta_c2i"]})
+    return flows
+
+
 def format_row(name, m):
     """One row of the paper's table, in percent."""
     return (f"| {name} | {100 * m['acc_t1']:.1f} | {100 * m['acc_t2']:.1f} | {100 * m['delta']:+.1f} | "
@@ -77,38 +136,321 @@ def format_row(name, m):
 TABLE_HEADER = "| method | Acc@t1 | Acc@t2 | delta | delta i->c | delta c->i |\n|---|---|---|---|---|---|"
 
 
+# ----------------------------------------------------------------------------- edit distance
+
+def edit_distance(a, b):
+    """Insert/delete edit distance (a substitution costs 2) = len(a) + len(b) - 2 * LCS(a, b).
+
+    The naive version is the O(len(a) * len(b)) table of the longest common subsequence:
+        row = [0] * (len(a) + 1)
+        for cb in b:
+            prev, row = row, [0]
+            for i, ca in enumerate(a):
+                row.append(prev[i] + 1 if ca == cb else max(prev[i + 1], row[i]))
+        lcs = row[-1]
+    Here the same LCS comes from the bit-parallel algorithm (Allison & Dix 1986; Hyyro 2004): one
+    Python integer holds a whole column of that table as bits, so a 2,000-character solution costs
+    2,000 big-integer operations instead of 4 million Python steps."""
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return len(a)
+    match = {}  # character -> bit mask of its positions in a
+    for i, ch in enumerate(a):
+        match[ch] = match.get(ch, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full  # zero bits will mark the positions of a that the LCS uses
+    for ch in b:
+        u = v & match.get(ch, 0)
+        v = ((v + u) | (v - u)) & full
+    lcs = len(a) - bin(v).count("1")
+    return len(a) + len(b) - 2 * lcs
+
+
+def edit_distance_ratio(a, b):
+    """Edit distance over summed lengths (PAPER.md, Metrics): 0 for a copy, 1 for nothing in common."""
+    return edit_distance(a, b) / (len(a) + len(b)) if a or b else 0.0
+
+
+def ratio_histogram(ratios, bins=10):
+    """Counts of ratios in [0, 0.1), [0.1, 0.2), ..., [0.9, 1.0]; plus the share of exact copies."""
+    counts = [0] * bins
+    for r in ratios:
+        counts[min(int(r * bins), bins - 1)] += 1
+    return {"bins": [i / bins for i in range(bins + 1)], "counts": counts,
+            "mean": sum(ratios) / len(ratios), "unchanged": sum(r == 0 for r in ratios) / len(ratios)}
+
+
+def print_histogram(hist):
+    width = max(hist["counts"]) or 1
+    print(f"edit-distance ratio y1 -> y2 (0: unchanged): mean {hist['mean']:.3f}, "
+          f"{100 * hist['unchanged']:.1f} % unchanged")
+    for lo, hi, c in zip(hist["bins"], hist["bins"][1:], hist["counts"]):
+        print(f"  {lo:.1f}-{hi:.1f} {c:5d} {'#' * round(40 * c / width)}")
+
+
+# ----------------------------------------------------------------------------- inference-time compute
+
+_INTEGER = re.compile(r"(?<!\d)-?\d+(?:,\d{3})*(?!\d)")  # reward.arithmetic_reward's integers
+
+
+def final_answer(task_name, response):
+    """The answer a majority vote counts: the MATH final answer, or the last integer for arithmetic."""
+    if task_name == "math":
+        from reward import extract_answer
+        return extract_answer(response)
+    if task_name == "arithmetic":
+        integers = _INTEGER.findall(response)
+        return str(int(integers[-1].replace(",", ""))) if integers else None
+    raise UsageError(f"a majority vote needs final answers to compare, and {task_name!r} has none (two programs "
+                     f"are not 'the same answer' by string); --budgets supports math and arithmetic")
+
+
+def answer_equiv(task_name):
+    """How two final answers are grouped: reward.is_equiv for MATH, equal integers for arithmetic."""
+    if task_name == "math":
+        from reward import is_equiv
+        return is_equiv
+    return lambda a, b: a == b
+
+
+def majority_vote(answers, equiv):
+    """The most common answer, grouping answers that equiv() says are the same (None = no answer,
+    not counted). Each group is named by its first member; a tie goes to the group seen first."""
+    groups = []  # [representative, count]
+    for a in answers:
+        if a is None:
+            continue
+        for g in groups:
+            if equiv(a, g[0]):
+                g[1] += 1
+                break
+        else:
+            groups.append([a, 1])
+    return max(groups, key=lambda g: g[1])[0] if groups else None
+
+
+def vote_is_correct(samples, equiv):
+    """samples: [(answer, correct)]. The vote's answer scored as the task's reward scored the sample
+    that carries it (its group's first member), so no second verifier is needed."""
+    winner = majority_vote([a for a, _ in samples], equiv)
+    return winner is not None and next(c for a, c in samples if a == winner)
+
+
+def compute_budget_curve(parallel, sequential, budgets, equiv):
+    """Majority-vote accuracy at equal generation budgets K (PAPER.md, inference-time compute).
+
+    parallel:   per problem, >= K (answer, correct) pairs of independent attempt-1 samples
+    sequential: per problem, >= K/2 episodes, each ((answer1, correct1), (answer2, correct2))
+    For each K: parallel votes over the first K samples (K generations); sequential takes the first
+    K/2 episodes (K/2 + K/2 = K generations) and votes over their K/2 final answers ("sequential"),
+    or over all K of their answers ("sequential_all")."""
+    n = len(parallel)
+    single = sum(c for samples in parallel for _, c in samples) / sum(len(s) for s in parallel)
+    curve = []
+    for k in budgets:
+        if k < 2 or k % 2 or any(len(p) < k for p in parallel) or any(len(s) < k // 2 for s in sequential):
+            raise ValueError(f"budget {k}: need an even K >= 2 and K samples / K/2 episodes per problem")
+        par = sum(vote_is_correct(p[:k], equiv) for p in parallel) / n
+        seq = sum(vote_is_correct([e[1] for e in s[:k // 2]], equiv) for s in sequential) / n
+        seq_all = sum(vote_is_correct([x for e in s[:k // 2] for x in e], equiv) for s in sequential) / n
+        curve.append({"budget": k, "generations_parallel": k, "generations_sequential": 2 * (k // 2),
+                      "parallel": par, "sequential": seq, "sequential_all": seq_all,
+                      "gain_parallel": par - single, "gain_sequential": seq - single})
+    return {"single_sample": single, "curve": curve}
+
+
+# ----------------------------------------------------------------------------- the results table
+
+def expand_paths(spec):
+    """'a.json,out/eval/*.metrics.json' -> the files, globs expanded in sorted order."""
+    paths = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        matches = sorted(glob.glob(part))
+        if not matches:
+            raise UsageError(f"--table: no file matches {part!r}")
+        paths += matches
+    return paths
+
+
+def results_table(paths):
+    """Several evaluated runs side by side in the paper's format, as Markdown."""
+    rows, notes = [], []
+    for path in paths:
+        with open(path) as f:
+            m = json.load(f)
+        rows.append(format_row(m["name"], m))
+        extra = f", repair rate {100 * m['repair_rate']:.1f} %" if "repair_rate" in m else ""
+        if "edit_ratio" in m:
+            extra += f", y1 unchanged in {100 * m['edit_ratio']['unchanged']:.1f} %"
+        notes.append(f"- {m['name']}: {m.get('task', '?')}, {m.get('n', '?')} problems{extra} ({path})")
+    return "\n".join([TABLE_HEADER, *rows, "", *notes])
+
+
+def plot_results(paths, image_path):
+    """Accuracy bars per run and the edit-distance histograms, if matplotlib is installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    runs = [json.load(open(p)) for p in paths]
+    fig, (bars, hists) = plt.subplots(1, 2, figsize=(11, 4))
+    keys = ["acc_t1", "acc_t2", "delta_i2c", "delta_c2i"]
+    for j, key in enumerate(keys):
+        bars.bar([i + 0.2 * j for i in range(len(runs))], [100 * r[key] for r in runs], width=0.2, label=key)
+    bars.set_xticks([i + 0.3 for i in range(len(runs))], [r["name"] for r in runs])
+    bars.set_ylabel("% of problems")
+    bars.legend()
+    for r in runs:
+        if "edit_ratio" in r:
+            h = r["edit_ratio"]
+            hists.step(h["bins"][:-1], [c / max(1, sum(h["counts"])) for c in h["counts"]], where="post",
+                       label=r["name"])
+    hists.set_xlabel("edit-distance ratio, y1 -> y2")
+    hists.set_ylabel("fraction of problems")
+    hists.legend()
+    fig.tight_layout()
+    fig.savefig(image_path)
+    return image_path
+
+
+# ----------------------------------------------------------------------------- the runs
+
+def write_results(path, records):
+    if os.path.exists(path):
+        os.remove(path)
+    for r in records:
+        append_jsonl(path, r)
+
+
+def evaluate_attempts(cfg, model, tokenizer, task, problems, name, first_attempts=None):
+    """Greedy decoding for every attempt (PAPER.md, Hyperparameters: evaluation at temperature 0).
+    Writes the per-problem JSONL and returns Table 2's metrics plus the per-turn flows."""
+    episodes = run_episodes(model, tokenizer, task, problems, samples_per_problem=1, temperature=0.0,
+                            max_new_tokens=cfg.max_new_tokens, n_turns=cfg.turns, batch_size=cfg.batch_size,
+                            first_attempts=first_attempts)
+    correct = episodes.rewards.bool().tolist()  # [turn][problem]
+    ys = episodes.responses
+    ratios = [edit_distance_ratio(y1, y2) for y1, y2 in zip(ys[0], ys[1])]
+    records = []
+    for i, p in enumerate(problems):
+        record = {"id": p.id, "answer": p.answer}
+        for t in range(cfg.turns):
+            record.update({f"y{t + 1}": ys[t][i], f"correct_t{t + 1}": correct[t][i],
+                           f"truncated_t{t + 1}": bool(episodes.truncated[t, i])})
+        records.append({**record, "edit_ratio": ratios[i]})
+    write_results(os.path.join(cfg.out_dir, "eval", f"{name}.jsonl"), records)
+    return {**self_correction_metrics(correct[0], correct[1]), "turns": turn_flows(correct),
+            "edit_ratio": ratio_histogram(ratios)}
+
+
+def repair_attempts(cfg, problems, name):
+    """The problems whose recorded attempt 1 was wrong, with those attempts (the MBPP-R analogue)."""
+    if not os.path.isfile(cfg.repair):
+        raise UsageError(f"--repair: {cfg.repair!r} does not exist; pass a {{name}}.jsonl that evaluate.py wrote")
+    by_id = {p.id: p for p in problems}
+    rows = [r for r in read_jsonl(cfg.repair) if not r["correct_t1"]]
+    missing = [r["id"] for r in rows if r["id"] not in by_id]
+    if missing:
+        raise UsageError(f"--repair: {len(missing)} ids of {cfg.repair} (e.g. {missing[0]!r}) are not in the "
+                         f"{cfg.task} test set; pass the same --task / --test_data as the run that wrote it")
+    rows = rows[:cfg.limit] if cfg.limit else rows
+    if not rows:
+        raise UsageError(f"--repair: {cfg.repair} has no wrong attempt 1 to repair")
+    return [by_id[r["id"]] for r in rows], [r["y1"] for r in rows]
+
+
+def evaluate_budgets(cfg, model, tokenizer, task, problems, name):
+    budgets = sorted({int(b) for b in cfg.budgets.split(",") if b.strip()})
+    if not budgets or any(b < 2 or b % 2 for b in budgets):
+        raise UsageError(f"--budgets needs even numbers >= 2 (K/2 episodes of 2 attempts), got {cfg.budgets!r}")
+    top = budgets[-1]
+    torch.manual_seed(cfg.seed)
+    common = dict(temperature=cfg.vote_temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    # Sample once at the largest budget; smaller budgets vote over the first K of the same samples.
+    # Parallel: K independent attempt 1s. Sequential: K/2 episodes of attempt 1 + one self-correction.
+    par = run_episodes(model, tokenizer, task, problems, samples_per_problem=top, n_turns=1, **common)
+    seq = run_episodes(model, tokenizer, task, problems, samples_per_problem=top // 2, n_turns=2, **common)
+    answer = lambda eps, t, i: (final_answer(task.name, eps.responses[t][i]), bool(eps.rewards[t, i]))
+    parallel = [[answer(par, 0, i * top + j) for j in range(top)] for i in range(len(problems))]
+    sequential = [[(answer(seq, 0, i * (top // 2) + j), answer(seq, 1, i * (top // 2) + j))
+                   for j in range(top // 2)] for i in range(len(problems))]
+    result = compute_budget_curve(parallel, sequential, budgets, answer_equiv(task.name))
+    result.update(name=name, task=task.name, n=len(problems), temperature=cfg.vote_temperature,
+                  generations_per_problem={"parallel": top, "sequential": 2 * (top // 2)},
+                  config=dataclasses.asdict(cfg))
+    with open(os.path.join(cfg.out_dir, "eval", f"{name}.budgets.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"{task.name}, {len(problems)} problems, temperature {cfg.vote_temperature}, majority vote; "
+          f"one sample: {100 * result['single_sample']:.1f} %")
+    print("| budget K | parallel (K samples) | sequential (K/2 x 2 attempts) | sequential, vote over all K |\n"
+          "|---|---|---|---|")
+    for c in result["curve"]:
+        print(f"| {c['budget']} | {100 * c['parallel']:.1f} ({100 * c['gain_parallel']:+.1f}) | "
+              f"{100 * c['sequential']:.1f} ({100 * c['gain_sequential']:+.1f}) | {100 * c['sequential_all']:.1f} |")
+    return result
+
+
 def main(cfg):
+    if cfg.table:  # no model: read earlier runs' metrics
+        paths = expand_paths(cfg.table)
+        table = results_table(paths)
+        os.makedirs(os.path.join(cfg.out_dir, "eval"), exist_ok=True)
+        with open(os.path.join(cfg.out_dir, "eval", "results.md"), "w") as f:
+            f.write(table + "\n")
+        image = plot_results(paths, os.path.join(cfg.out_dir, "eval", "results.png"))
+        print(f"{table}\n\nwritten: {os.path.join(cfg.out_dir, 'eval', 'results.md')}"
+              + (f", {image}" if image else " (pip install matplotlib for a plot)"))
+        return table
+    if cfg.turns < 2:
+        raise UsageError("--turns must be at least 2: self-correction needs a second attempt")
     require_device(cfg.device, os.path.basename(sys.argv[0]) or "evaluate.py")
     model_path = cfg.model or find_checkpoint(os.path.join(cfg.out_dir, "stage2"),
                                               "run stage2.py first, or pass --model")
     trained_on = read_run_config(model_path) if os.path.isfile(os.path.join(model_path, "score_config.json")) else {}
-    task_name = cfg.task or trained_on.get("task") or "math"
+    cfg.task = cfg.task or trained_on.get("task") or "math"
+    cfg.max_operand = cfg.max_operand or trained_on.get("max_operand") or 9
     name = cfg.name or os.path.basename(os.path.normpath(model_path)).removesuffix(".gguf")
+    name += "_repair" if cfg.repair and not cfg.name else ""
+    if cfg.budgets:
+        final_answer(cfg.task, "")  # code has no answer to vote on: fail before loading the model
+    if cfg.repair and cfg.turns != 2:
+        raise UsageError("--repair runs exactly two attempts (the given one and the repair)")
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, torch.device(cfg.device), torch.bfloat16 if cfg.device == "cuda" else torch.float32,
                        trainable=False)
-    task = get_task(task_name)
-    problems = load_problems(task_name, "test", cfg.test_data, limit=cfg.limit)
+    task = get_task(cfg.task)
+    os.makedirs(os.path.join(cfg.out_dir, "eval"), exist_ok=True)
+    if cfg.budgets:
+        problems = load_problems(cfg.task, "test", cfg.test_data, limit=cfg.limit, max_operand=cfg.max_operand)
+        return evaluate_budgets(cfg, model, tokenizer, task, problems, name)
 
-    # Greedy decoding for both attempts (PAPER.md, Hyperparameters: evaluation at temperature 0).
-    episodes = run_episodes(model, tokenizer, task, problems, samples_per_problem=1, temperature=0.0,
-                            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-    correct_t1, correct_t2 = episodes.rewards[0].bool().tolist(), episodes.rewards[1].bool().tolist()
-    metrics = self_correction_metrics(correct_t1, correct_t2)
-
-    results = os.path.join(cfg.out_dir, "eval", f"{name}.jsonl")
-    if os.path.exists(results):
-        os.remove(results)
-    for i, p in enumerate(problems):
-        append_jsonl(results, {"id": p.id, "answer": p.answer, "y1": episodes.responses[0][i],
-                               "y2": episodes.responses[1][i], "correct_t1": correct_t1[i],
-                               "correct_t2": correct_t2[i], "truncated_t1": bool(episodes.truncated[0, i]),
-                               "truncated_t2": bool(episodes.truncated[1, i])})
+    first_attempts = None
+    if cfg.repair:
+        problems, first_attempts = repair_attempts(
+            cfg, load_problems(cfg.task, "test", cfg.test_data, max_operand=cfg.max_operand), name)
+    else:
+        problems = load_problems(cfg.task, "test", cfg.test_data, limit=cfg.limit, max_operand=cfg.max_operand)
+    metrics = evaluate_attempts(cfg, model, tokenizer, task, problems, name, first_attempts)
+    if cfg.repair:  # every problem here was wrong at attempt 1, so Acc@t2 is the fraction repaired
+        metrics["repair_rate"] = metrics["acc_t2"]
     with open(os.path.join(cfg.out_dir, "eval", f"{name}.metrics.json"), "w") as f:
-        json.dump({"name": name, "model": model_path, "task": task_name, "n": len(problems), **metrics,
+        json.dump({"name": name, "model": model_path, "task": cfg.task, "n": len(problems), **metrics,
                    "config": dataclasses.asdict(cfg)}, f, indent=2)
-    print(f"{task_name}, {len(problems)} problems, greedy\n{TABLE_HEADER}\n{format_row(name, metrics)}")
-    print(f"per-problem results: {results}")
+    mode = f"repairing the wrong attempt 1s of {cfg.repair}" if cfg.repair else "greedy"
+    print(f"{cfg.task}, {len(problems)} problems, {mode}\n{TABLE_HEADER}\n{format_row(name, metrics)}")
+    if cfg.repair:
+        print(f"repair rate: {100 * metrics['repair_rate']:.1f} % of {len(problems)} wrong attempts fixed")
+    if cfg.turns > 2:
+        print("| attempt | Acc | delta vs previous | i->c | c->i |\n|---|---|---|---|---|")
+        for f in metrics["turns"]:
+            flows = (f"{100 * f['delta']:+.1f} | {100 * f['delta_i2c']:.1f} | {100 * f['delta_c2i']:.1f}"
+                     if "delta" in f else "| |")
+            print(f"| {f['turn']} | {100 * f['acc']:.1f} | {flows} |")
+    print_histogram(metrics["edit_ratio"])
+    print(f"per-problem results: {os.path.join(cfg.out_dir, 'eval', name + '.jsonl')}")
     return metrics
 
 

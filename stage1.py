@@ -44,6 +44,7 @@ from tqdm import tqdm
 from model import (UsageError, append_jsonl, autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids,
                    load_model, load_tokenizer, parse_config, require_device, save_checkpoint, token_logprobs,
                    turn_glue_ids)
+from evaluate import self_correction_metrics
 from rollout import run_episodes
 from tasks import get_task, load_problems
 
@@ -186,28 +187,33 @@ def load_policy_and_reference(policy_path, reference_path, cfg):
 
 
 def log_step(step, episodes, stats, seconds, log_path, samples_path, sample_every, problems):
-    """7. log: one printed line, the same as a JSONL record, and a few decoded episodes now and then."""
-    from evaluate import self_correction_metrics
-    r1, r2 = episodes.rewards[0].bool().tolist(), episodes.rewards[1].bool().tolist()
-    m = self_correction_metrics(r1, r2)
-    sampled = int(episodes.action_masks.sum())
-    record = {"step": step, "reward_t1": m["acc_t1"], "reward_t2": m["acc_t2"], "delta": m["delta"],
-              "delta_i2c": m["delta_i2c"], "delta_c2i": m["delta_c2i"], "kl_t1": stats["kl"][0],
-              "kl_t2": stats["kl"][1], "truncated_t1": episodes.truncated[0].float().mean().item(),
-              "truncated_t2": episodes.truncated[1].float().mean().item(), "loss": stats["loss"],
-              "grad_norm": stats["grad_norm"], "sampled_tokens_per_s": sampled / seconds["rollout"], **seconds}
-    tqdm.write(f"step {step:4d} | r1 {m['acc_t1']:.3f} r2 {m['acc_t2']:.3f} | delta {m['delta']:+.3f} "
-               f"i->c {m['delta_i2c']:.3f} c->i {m['delta_c2i']:.3f} | kl1 {stats['kl'][0]:.4f} "
-               f"kl2 {stats['kl'][1]:.4f} | trunc {record['truncated_t1']:.2f}/{record['truncated_t2']:.2f} | "
-               f"{record['sampled_tokens_per_s']:.0f} tok/s | {sum(seconds.values()):.1f}s")
+    """7. log: one printed line, the same as a JSONL record, and a few decoded episodes now and then.
+    Works for one turn too (stage2.py --single_turn)."""
+    turns = episodes.rewards.shape[0]
+    correct = [episodes.rewards[t].bool().tolist() for t in range(turns)]
+    record = {"step": step}
+    for t in range(turns):
+        record.update({f"reward_t{t + 1}": sum(correct[t]) / len(correct[t]), f"kl_t{t + 1}": stats["kl"][t],
+                       f"truncated_t{t + 1}": episodes.truncated[t].float().mean().item()})
+    line = " ".join(f"r{t + 1} {record[f'reward_t{t + 1}']:.3f}" for t in range(turns))
+    if turns > 1:  # the batch's self-correction flows, attempt 1 -> 2
+        m = self_correction_metrics(correct[0], correct[1])
+        record.update(delta=m["delta"], delta_i2c=m["delta_i2c"], delta_c2i=m["delta_c2i"])
+        line += f" | delta {m['delta']:+.3f} i->c {m['delta_i2c']:.3f} c->i {m['delta_c2i']:.3f}"
+    record.update(loss=stats["loss"], grad_norm=stats["grad_norm"],
+                  sampled_tokens_per_s=int(episodes.action_masks.sum()) / seconds["rollout"], **seconds)
+    kls = " ".join(f"kl{t + 1} {stats['kl'][t]:.4f}" for t in range(turns))
+    truncs = "/".join(f"{record[f'truncated_t{t + 1}']:.2f}" for t in range(turns))
+    tqdm.write(f"step {step:4d} | {line} | {kls} | trunc {truncs} | {record['sampled_tokens_per_s']:.0f} tok/s | "
+               f"{sum(seconds.values()):.1f}s")
     append_jsonl(log_path, record)
     if step % sample_every == 0:
         k = episodes.samples_per_problem
-        for i in range(0, min(3 * k, len(r1)), k):  # the first sample of a few problems
+        for i in range(0, min(3 * k, len(correct[0])), k):  # the first sample of a few problems
             p = problems[i // k]
             append_jsonl(samples_path, {"step": step, "problem": p.question, "answer": p.answer,
-                                        "y1": episodes.responses[0][i], "y2": episodes.responses[1][i],
-                                        "r1": r1[i], "r2": r2[i]})
+                                        **{f"y{t + 1}": episodes.responses[t][i] for t in range(turns)},
+                                        **{f"r{t + 1}": correct[t][i] for t in range(turns)}})
     return record
 
 
@@ -263,7 +269,7 @@ def main(cfg):
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     # Eq. 3's KL weights: beta2 pins attempt 1 to pi_ref, attempt 2 keeps the default beta1.
     kl_coefs = torch.tensor([cfg.beta2, cfg.beta1], device=cfg.device)
-    run_config = {"stage": 1, "base_model": cfg.model, **dataclasses.asdict(cfg)}
+    run_config = {**dataclasses.asdict(cfg), "stage": 1, "base_model": cfg.model}
     logs = os.path.join(cfg.out_dir, "logs")
 
     for step in tqdm(range(1, cfg.steps + 1), desc="stage 1", disable=None):

@@ -15,6 +15,10 @@ Writes: {out_dir}/stage2/ (the checkpoint with the highest training reward, PAPE
         {out_dir}/logs/stage2.jsonl, {out_dir}/logs/stage2_samples.jsonl
 Run:    python stage2.py                  # after python stage1.py, one GPU
         python stage2.py --preset tiny    # CPU, after python stage1.py --preset tiny
+Ablations (Table 4), each into its own --out_dir copy or compared via evaluate.py --name:
+        python stage2.py --init base      # without Stage I
+        python stage2.py --alpha 0        # without reward shaping
+        python stage2.py --single_turn true   # single-turn RL: attempt 1 only
 
 Where this departs from the paper:
 1. Scale as in stage1.py (64 episodes a step, 200 steps, RLOO baseline, k1 KL in the reward).
@@ -61,6 +65,8 @@ class Config:
     """Adam learning rate; 0: Table 5's for the task (MATH 5e-6, MBPP 1e-5)"""
     alpha: float = 10.0
     """alpha, the bonus multiplier on r(y2) - r(y1) (Table 5); 0 is the 'without reward shaping' ablation"""
+    single_turn: bool = False
+    """the 'single-turn RL' ablation (Table 4): sample and reward attempt 1 only; evaluate with two attempts"""
     beta1: float = 0.01
     """beta1, the KL coefficient on both attempts (Table 5)"""
     temperature: float = 1.0
@@ -108,8 +114,9 @@ def main(cfg):
     problems = load_problems(cfg.task, "train", cfg.train_data, seed=stage1["seed"], max_operand=stage1["max_operand"])
     tokenizer, policy, reference = load_policy_and_reference(init, base_model, cfg)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    kl_coefs = torch.tensor([cfg.beta1, cfg.beta1], device=cfg.device)  # Eq. 4: beta1 on both turns
-    run_config = {"stage": 2, "base_model": base_model, "init": init, **dataclasses.asdict(cfg)}
+    n_turns = 1 if cfg.single_turn else 2
+    kl_coefs = torch.tensor([cfg.beta1] * n_turns, device=cfg.device)  # Eq. 4: beta1 on both turns
+    run_config = {**dataclasses.asdict(cfg), "stage": 2, "base_model": base_model, "init": init}  # resolved last
     logs = os.path.join(cfg.out_dir, "logs")
     window, best = [], float("-inf")
 
@@ -118,11 +125,13 @@ def main(cfg):
         t0 = time.time()
         # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
         episodes = run_episodes(policy, tokenizer, task, batch, samples_per_problem=cfg.samples_per_problem,
-                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_turns=n_turns)
         t1 = time.time()
         # 3. rewards (Eq. 4 + bonus): both attempts are rewarded; attempt 2 gets the shaping bonus.
-        r1, r2 = episodes.rewards
-        task_rewards = torch.stack(shaped_rewards(r1, r2, cfg.alpha))
+        if cfg.single_turn:  # the ablation: plain RL on attempt 1, no second turn at all
+            task_rewards = episodes.rewards
+        else:
+            task_rewards = torch.stack(shaped_rewards(episodes.rewards[0], episodes.rewards[1], cfg.alpha))
         # 4.-6. reference log-probs, KL, loss, backward, step (stage1.py)
         stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
         # 7. log
@@ -130,7 +139,7 @@ def main(cfg):
                  os.path.join(logs, "stage2.jsonl"), os.path.join(logs, "stage2_samples.jsonl"),
                  cfg.sample_every, batch)
         # 8. checkpoint: keep the one with the highest training reward (PAPER.md)
-        window.append((r1 + r2).mean().item())
+        window.append(episodes.rewards.sum(0).mean().item())  # r1 + r2 (r1 alone with --single_turn)
         if step % cfg.save_every == 0 or step == cfg.steps:
             score, window = sum(window) / len(window), []
             if score > best:

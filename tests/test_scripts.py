@@ -34,7 +34,7 @@ def test_stage1_writes_checkpoint_config_and_logs(tiny_run):
     out, result = tiny_run
     assert "step    2 | r1" in result.stdout
     config = json.load(open(os.path.join(out, "stage1", "score_config.json")))
-    assert config["stage"] == 1 and config["beta2"] == 0.1 and config["task"] == "arithmetic"
+    assert config["stage"] == 1 and config["beta2"] == 1.0 and config["task"] == "arithmetic"  # the tiny preset's beta2
     assert config["base_model"] == os.path.join(out, "base")  # the tiny base, saved as pi_ref
     log = read_jsonl(os.path.join(out, "logs", "stage1.jsonl"))
     assert [r["step"] for r in log] == [1, 2]
@@ -106,3 +106,13 @@ def test_help_lists_every_setting_with_its_doc(script):
     result = run(script, "--help")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--preset {tiny}" in result.stdout and "(default:" in result.stdout
+
+
+def test_single_turn_ablation_trains_attempt_1_only(tiny_run):
+    out, _ = tiny_run
+    result = run("stage2.py", "--preset", "tiny", "--steps", "2", "--save_every", "1", "--single_turn", "true",
+                 "--out_dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = read_jsonl(os.path.join(out, "logs", "stage2.jsonl"))[-2:]
+    assert "reward_t1" in log[0] and "reward_t2" not in log[0] and "kl_t2" not in log[0]
+    assert json.load(open(os.path.join(out, "stage2", "score_config.json")))["single_turn"] is True
