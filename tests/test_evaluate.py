@@ -1,0 +1,115 @@
+"""evaluate.py's metrics and analyses on recorded results and known strings (no model needed),
+plus given first attempts (--repair) on the tiny model."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from evaluate import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
+                      results_table, self_correction_metrics, turn_flows)
+from reward import is_equiv
+
+
+def test_table2_metrics_and_identity():
+    t1 = [True, True, False, False, True]
+    t2 = [True, False, True, True, True]
+    m = self_correction_metrics(t1, t2)
+    assert m == pytest.approx({"acc_t1": 0.6, "acc_t2": 0.8, "delta": 0.2, "delta_i2c": 0.4, "delta_c2i": 0.2})
+    assert m["delta"] == pytest.approx(m["delta_i2c"] - m["delta_c2i"])
+
+
+def test_n_turn_flows_sum_to_the_accuracy_change():
+    rng = random.Random(0)
+    correct = [[rng.random() < 0.5 for _ in range(50)] for _ in range(5)]  # [turn][problem]
+    flows = turn_flows(correct)
+    assert [f["turn"] for f in flows] == [1, 2, 3, 4, 5]
+    assert sum(f["delta"] for f in flows[1:]) == pytest.approx(flows[-1]["acc"] - flows[0]["acc"])
+    for f in flows[1:]:
+        assert f["delta"] == pytest.approx(f["delta_i2c"] - f["delta_c2i"])
+
+
+@pytest.mark.parametrize("a, b, distance", [("", "", 0), ("abc", "abc", 0), ("abc", "", 3), ("kitten", "sitting", 5),
+                                            ("abc", "abd", 2), ("ab", "ba", 2), ("x" * 100, "y" * 100, 200)])
+def test_edit_distance_on_known_strings(a, b, distance):
+    # insert/delete distance: a substitution costs 2 (delete + insert), see evaluate.edit_distance
+    assert edit_distance(a, b) == edit_distance(b, a) == distance
+
+
+def test_edit_distance_matches_the_naive_table_on_random_strings():
+    rng = random.Random(1)
+    for _ in range(200):
+        a = "".join(rng.choice("abc") for _ in range(rng.randint(0, 30)))
+        b = "".join(rng.choice("abc") for _ in range(rng.randint(0, 30)))
+        table = [[i + j if i == 0 or j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+        for i in range(1, len(a) + 1):
+            for j in range(1, len(b) + 1):
+                table[i][j] = table[i - 1][j - 1] if a[i - 1] == b[j - 1] else 1 + min(table[i - 1][j], table[i][j - 1])
+        assert edit_distance(a, b) == table[-1][-1]
+
+
+def test_edit_distance_ratio_and_histogram():
+    assert edit_distance_ratio("same", "same") == 0.0
+    assert edit_distance_ratio("abcd", "wxyz") == 1.0
+    assert edit_distance_ratio("abcd", "abce") == pytest.approx(2 / 8)
+    hist = ratio_histogram([0.0, 0.0, 0.25, 1.0])
+    assert hist["counts"][0] == 2 and hist["counts"][2] == 1 and hist["counts"][-1] == 1
+    assert hist["unchanged"] == 0.5 and hist["mean"] == pytest.approx(1.25 / 4)
+
+
+def test_majority_vote_groups_equivalent_answers():
+    assert majority_vote(["\\frac{1}{2}", "0.5", "3", "3", "1/2"], is_equiv) == "\\frac{1}{2}"  # 3 of 5
+    assert majority_vote(["7", None, None, "8", "8"], lambda a, b: a == b) == "8"  # None is no vote
+    assert majority_vote([None, None], lambda a, b: a == b) is None
+    assert majority_vote(["1", "2"], lambda a, b: a == b) == "1"  # a tie goes to the first seen
+
+
+def test_budget_accounting_and_votes():
+    same = lambda a, b: a == b
+    # One problem, gold "5". Parallel: 8 samples; sequential: 4 episodes of (attempt 1, attempt 2).
+    parallel = [[("5", True), ("4", False), ("4", False), ("5", True), ("5", True), ("4", False), ("4", False),
+                 ("4", False)]]
+    sequential = [[(("4", False), ("5", True)), (("4", False), ("5", True)), (("4", False), ("4", False)),
+                   (("5", True), ("5", True))]]
+    result = compute_budget_curve(parallel, sequential, [2, 4, 8], same)
+    assert result["single_sample"] == pytest.approx(3 / 8)
+    for c in result["curve"]:
+        k = c["budget"]
+        assert c["generations_parallel"] == k and c["generations_sequential"] == k  # K/2 + K/2 = K
+    by_k = {c["budget"]: c for c in result["curve"]}
+    assert by_k[2]["parallel"] == 1.0  # votes "5", "4": the tie goes to the first, "5"
+    assert by_k[4]["parallel"] == 1.0  # "5", "4", "4", "5": a 2-2 tie, "5" was seen first
+    assert by_k[8]["parallel"] == 0.0  # "4" 5 times beats "5" 3 times
+    assert by_k[8]["sequential"] == 1.0  # final answers "5", "5", "4", "5"
+    with pytest.raises(ValueError):
+        compute_budget_curve(parallel, sequential, [3], same)  # an odd budget can't be split in two
+
+
+def test_results_table_in_the_papers_format(tmp_path):
+    paths = []
+    for name, a1, a2 in [("base", 0.5, 0.4), ("score", 0.6, 0.7)]:
+        m = self_correction_metrics([i < 10 * a1 for i in range(10)], [i < 10 * a2 for i in range(10)])
+        path = tmp_path / f"{name}.metrics.json"
+        path.write_text(json.dumps({"name": name, "task": "math", "n": 10, **m}))
+        paths.append(str(path))
+    table = results_table(paths)
+    assert table.splitlines()[0] == "| method | Acc@t1 | Acc@t2 | delta | delta i->c | delta c->i |"
+    assert "| base | 50.0 | 40.0 | -10.0 | 0.0 | 10.0 |" in table
+    assert "| score | 60.0 | 70.0 | +10.0 | 10.0 | 0.0 |" in table
+
+
+def test_given_first_attempts_replace_sampling():
+    from model import build_tiny_model
+    from rollout import run_episodes
+    from tasks import get_task, load_problems
+    model, tokenizer = build_tiny_model(seed=0)
+    problems = load_problems("arithmetic", "test", limit=3, max_operand=4)
+    given = ["17", "I think 3", "0"]
+    eps = run_episodes(model, tokenizer, get_task("arithmetic"), problems, samples_per_problem=1, temperature=0.0,
+                       max_new_tokens=4, first_attempts=given)
+    assert eps.responses[0] == given
+    for i in range(3):
+        assert tokenizer.decode(eps.input_ids[i][eps.action_masks[0, i]], skip_special_tokens=True) == given[i]
+    expected = torch.tensor([float(str(int(p.answer)) in g.split()[-1:]) for p, g in zip(problems, given)])
+    assert eps.rewards[0].tolist() == expected.tolist()
