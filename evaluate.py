@@ -306,8 +306,7 @@ def plot_results(paths, image_path):
     for r in runs:
         if "edit_ratio" in r:
             h = r["edit_ratio"]
-            hists.step(h["bins"][:-1], [c / max(1, sum(h["counts"])) for c in h["counts"]], where="post",
-                       label=r["name"])
+            hists.stairs([c / max(1, sum(h["counts"])) for c in h["counts"]], h["bins"], label=r["name"])
     hists.set_xlabel("edit-distance ratio, y1 -> y2")
     hists.set_ylabel("fraction of problems")
     hists.legend()

@@ -116,7 +116,8 @@ def main(cfg):
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     n_turns = 1 if cfg.single_turn else 2
     kl_coefs = torch.tensor([cfg.beta1] * n_turns, device=cfg.device)  # Eq. 4: beta1 on both turns
-    run_config = {**dataclasses.asdict(cfg), "stage": 2, "base_model": base_model, "init": init}  # resolved last
+    run_config = {**dataclasses.asdict(cfg), "stage": 2, "base_model": base_model, "init": init,  # resolved last
+                  "max_operand": stage1["max_operand"]}  # evaluate.py tests on the same arithmetic range
     logs = os.path.join(cfg.out_dir, "logs")
     window, best = [], float("-inf")
 

@@ -1,8 +1,11 @@
-"""evaluate.py's metrics and analyses on recorded results and known strings (no model needed),
-plus given first attempts (--repair) on the tiny model."""
+"""evaluate.py: its metrics and analyses on recorded results and known strings (no model needed),
+given first attempts (--repair) on the tiny model, and each switch end to end on the tiny preset."""
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -113,3 +116,62 @@ def test_given_first_attempts_replace_sampling():
         assert tokenizer.decode(eps.input_ids[i][eps.action_masks[0, i]], skip_special_tokens=True) == given[i]
     expected = torch.tensor([float(str(int(p.answer)) in g.split()[-1:]) for p, g in zip(problems, given)])
     assert eps.rewards[0].tolist() == expected.tolist()
+
+
+# ----------------------------------------------------------------------------- the switches, end to end
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_turns_budgets_repair_and_table_on_the_tiny_model(tmp_path):
+    out = str(tmp_path)
+    stage1 = run("stage1.py", "--preset", "tiny", "--steps", "1", "--out_dir", out)
+    assert stage1.returncode == 0, stage1.stderr[-3000:]
+    tiny = ["--preset", "tiny", "--out_dir", out, "--model", os.path.join(out, "stage1"), "--limit", "10"]
+
+    # --turns 3: three attempts per problem, Table 2 from the first two, the flows of all three.
+    result = run("evaluate.py", *tiny, "--turns", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| attempt | Acc | delta vs previous |" in result.stdout and "edit-distance ratio" in result.stdout
+    rows = read_jsonl(os.path.join(out, "eval", "stage1.jsonl"))
+    assert len(rows) == 10 and {"y3", "correct_t3", "edit_ratio"} <= set(rows[0])
+    metrics = json.load(open(os.path.join(out, "eval", "stage1.metrics.json")))
+    assert [f["turn"] for f in metrics["turns"]] == [1, 2, 3]
+    assert metrics["turns"][2]["acc"] == sum(r["correct_t3"] for r in rows) / 10
+    assert sum(metrics["edit_ratio"]["counts"]) == 10
+
+    # --repair: the recorded wrong attempt 1s come back verbatim as attempt 1; only attempt 2 is new.
+    wrong = [r for r in rows if not r["correct_t1"]]
+    result = run("evaluate.py", *tiny, "--repair", os.path.join(out, "eval", "stage1.jsonl"))
+    if not wrong:
+        assert "no wrong attempt 1" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr[-3000:]
+        repaired = read_jsonl(os.path.join(out, "eval", "stage1_repair.jsonl"))
+        assert [r["y1"] for r in repaired] == [r["y1"] for r in wrong] and not any(r["correct_t1"] for r in repaired)
+        m = json.load(open(os.path.join(out, "eval", "stage1_repair.metrics.json")))
+        assert m["repair_rate"] == sum(r["correct_t2"] for r in repaired) / len(repaired)
+
+    # --budgets: K parallel samples vs K/2 two-attempt episodes, both K generations per problem.
+    result = run("evaluate.py", *tiny, "--budgets", "2,4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    budgets = json.load(open(os.path.join(out, "eval", "stage1.budgets.json")))
+    assert budgets["generations_per_problem"] == {"parallel": 4, "sequential": 4}
+    assert [c["budget"] for c in budgets["curve"]] == [2, 4]
+    assert "error: --budgets needs even numbers" in run("evaluate.py", *tiny, "--budgets", "3").stderr
+    assert "--budgets supports math and arithmetic" in run("evaluate.py", *tiny, "--task", "code", "--budgets", "2").stderr
+
+    # --table: no model, the runs above side by side.
+    result = run("evaluate.py", "--out_dir", out, "--table", os.path.join(out, "eval", "*.metrics.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| stage1 |" in result.stdout and os.path.isfile(os.path.join(out, "eval", "results.md"))
