@@ -9,7 +9,6 @@ skipped otherwise, as the module docstring of sandbox.py explains.
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
