@@ -74,6 +74,8 @@ class Config:
     """evaluate only the first this many problems (0: all)"""
     max_operand: int = 0
     """arithmetic only: operands 0..max_operand; 0: the checkpoint's training value, else 9"""
+    mix: str = ""
+    """arithmetic only: kinds of problem, e.g. '+:99:9,*:9:9' (tasks.py); empty: the checkpoint's, else a + b"""
     out_dir: str = "out"
     """where the stage checkpoints are and where eval/ results go"""
     name: str = ""
@@ -411,6 +413,7 @@ def main(cfg):
     trained_on = read_run_config(model_path) if os.path.isfile(os.path.join(model_path, "score_config.json")) else {}
     cfg.task = cfg.task or trained_on.get("task") or "math"
     cfg.max_operand = cfg.max_operand or trained_on.get("max_operand") or 9
+    cfg.mix = cfg.mix or trained_on.get("mix", "")
     name = cfg.name or os.path.basename(os.path.normpath(model_path)).removesuffix(".gguf")
     name += "_repair" if cfg.repair and not cfg.name else ""
     if cfg.budgets:
@@ -418,20 +421,20 @@ def main(cfg):
     if cfg.repair and cfg.turns != 2:
         raise UsageError("--repair runs exactly two attempts (the given one and the repair)")
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, torch.device(cfg.device), torch.bfloat16 if cfg.device == "cuda" else torch.float32,
+    model = load_model(model_path, torch.device(cfg.device), torch.bfloat16 if torch.device(cfg.device).type == "cuda" else torch.float32,
                        trainable=False)
     task = get_task(cfg.task)
     os.makedirs(os.path.join(cfg.out_dir, "eval"), exist_ok=True)
     if cfg.budgets:
-        problems = load_problems(cfg.task, "test", cfg.test_data, limit=cfg.limit, max_operand=cfg.max_operand)
+        problems = load_problems(cfg.task, "test", cfg.test_data, limit=cfg.limit, max_operand=cfg.max_operand, mix=cfg.mix)
         return evaluate_budgets(cfg, model, tokenizer, task, problems, name)
 
     first_attempts = None
     if cfg.repair:
         problems, first_attempts = repair_attempts(
-            cfg, load_problems(cfg.task, "test", cfg.test_data, max_operand=cfg.max_operand), name)
+            cfg, load_problems(cfg.task, "test", cfg.test_data, max_operand=cfg.max_operand, mix=cfg.mix), name)
     else:
-        problems = load_problems(cfg.task, "test", cfg.test_data, limit=cfg.limit, max_operand=cfg.max_operand)
+        problems = load_problems(cfg.task, "test", cfg.test_data, limit=cfg.limit, max_operand=cfg.max_operand, mix=cfg.mix)
     metrics = evaluate_attempts(cfg, model, tokenizer, task, problems, name, first_attempts)
     if cfg.repair:  # every problem here was wrong at attempt 1, so Acc@t2 is the fraction repaired
         metrics["repair_rate"] = metrics["acc_t2"]

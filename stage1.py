@@ -41,9 +41,11 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from model import (UsageError, append_jsonl, autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids,
-                   load_model, load_tokenizer, parse_config, require_device, save_checkpoint, token_logprobs,
-                   turn_glue_ids)
+from model import (UsageError, all_gather, append_jsonl, autocast, average_gradients, barrier, build_tiny_model,
+                   chat_prompt_ids, end_of_turn_ids, find_checkpoint, init_distributed,
+                   keep_log_until, load_model, load_tokenizer, load_training_state, main_process_first, parse_config,
+                   read_run_config, require_device, rng_states, save_checkpoint, set_rng_states, token_logprobs,
+                   turn_glue_ids, world)
 from evaluate import self_correction_metrics
 from rollout import run_episodes
 from tasks import get_task, load_problems
@@ -58,7 +60,9 @@ class Config:
     train_data: str = ""
     """a local JSONL of training problems; empty: download the task's training split once"""
     max_operand: int = 99
-    """arithmetic only: problems are a + b with a, b drawn from 0..max_operand"""
+    """arithmetic only: problems are a + b with a, b drawn from 0..max_operand (unless mix is set)"""
+    mix: str = ""
+    """arithmetic only: kinds of problem, e.g. '+:99:99,*:9:9' (OP:MAX_A:MAX_B, tasks.py); empty: a + b"""
     out_dir: str = "out"
     """checkpoints and logs go here"""
     steps: int = 200
@@ -69,12 +73,12 @@ class Config:
     """k, episodes per problem: the RLOO baseline of each is the mean reward of the other k - 1"""
     micro_batch: int = 16
     """episodes per forward/backward; rounded to whole problems (memory knob, not a hyperparameter)"""
-    lr: float = 0.0
-    """Adam learning rate; 0: Table 5's for the task (MATH 5e-6, MBPP 1e-5)"""
+    lr: float | None = None
+    """Adam learning rate; unset: Table 5's for the task (MATH 5e-6, MBPP 1e-5)"""
     beta1: float = 0.01
     """beta1, the KL coefficient on attempt 2 (Table 5)"""
-    beta2: float = 0.0
-    """beta2, the strong KL coefficient on attempt 1; 0: Table 5's for the task (MATH 0.1, MBPP 0.25)"""
+    beta2: float | None = None
+    """beta2, the strong KL coefficient on attempt 1; unset: Table 5's for the task (MATH 0.1, MBPP 0.25)"""
     temperature: float = 1.0
     """sampling temperature during training (Table 5)"""
     max_new_tokens: int = 512
@@ -86,13 +90,15 @@ class Config:
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, ~30 % more compute"""
     device: str = "cuda"
-    """cuda or cpu"""
+    """cuda, cuda:N or cpu (under torchrun each process takes cuda:LOCAL_RANK)"""
     seed: int = 0
     """seeds problem order, sampling and the tiny model"""
     sample_every: int = 20
     """write a few decoded episodes to the samples log every this many steps"""
     save_every: int = 50
     """checkpoint every this many steps (and at the end)"""
+    resume: bool = False
+    """continue from {out_dir}/stage1: weights, Adam state, RNG states, step; logs keep each step once"""
 
 
 PRESETS = {"tiny": dict(model="tiny", task="arithmetic", max_operand=4, out_dir="out/tiny", steps=100,
@@ -153,6 +159,7 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
         loss = policy_gradient_loss(logp, masks, advantages, n)
         loss.backward()
         loss_sum += loss.item()
+    average_gradients(policy)  # several processes (torchrun): the mean gradient of the whole batch (model.py)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -165,9 +172,10 @@ def check_config(cfg):
     """Validate the settings and fill the values derived from them (Table 5's per-task defaults)."""
     if cfg.task not in TABLE5:
         raise UsageError(f"unknown task {cfg.task!r}; choose {', '.join(TABLE5)}")
-    cfg.lr = cfg.lr or TABLE5[cfg.task]["lr"]
-    if hasattr(cfg, "beta2"):
-        cfg.beta2 = cfg.beta2 or TABLE5[cfg.task]["beta2"]
+    if cfg.lr is None:  # None, not 0, is "unset": lr 0 and beta2 0 are settings a user can ask for
+        cfg.lr = TABLE5[cfg.task]["lr"]
+    if hasattr(cfg, "beta2") and cfg.beta2 is None:
+        cfg.beta2 = TABLE5[cfg.task]["beta2"]
     if cfg.baseline not in ("rloo", "none"):
         raise UsageError(f"--baseline must be rloo or none, not {cfg.baseline!r}")
     if cfg.baseline == "rloo" and cfg.samples_per_problem < 2:
@@ -188,32 +196,39 @@ def load_policy_and_reference(policy_path, reference_path, cfg):
 
 def log_step(step, episodes, stats, seconds, log_path, samples_path, sample_every, problems):
     """7. log: one printed line, the same as a JSONL record, and a few decoded episodes now and then.
-    Works for one turn too (stage2.py --single_turn)."""
+    Works for one turn too (stage2.py --single_turn). Under torchrun each rank holds a share of the
+    batch: the per-episode facts are gathered and rank 0 alone logs the whole batch, once."""
     turns = episodes.rewards.shape[0]
-    correct = [episodes.rewards[t].bool().tolist() for t in range(turns)]
+    shares = all_gather({"correct": episodes.rewards.bool().tolist(), "truncated": episodes.truncated.tolist(),
+                         "tokens": int(episodes.action_masks.sum()), "kl": stats["kl"], "loss": stats["loss"]})
+    if world()[0] != 0:
+        return None
+    correct = [sum((s["correct"][t] for s in shares), []) for t in range(turns)]
+    truncated = [sum((s["truncated"][t] for s in shares), []) for t in range(turns)]
+    kl = [sum(s["kl"][t] for s in shares) / len(shares) for t in range(turns)]  # equal shares: mean of means
     record = {"step": step}
     for t in range(turns):
-        record.update({f"reward_t{t + 1}": sum(correct[t]) / len(correct[t]), f"kl_t{t + 1}": stats["kl"][t],
-                       f"truncated_t{t + 1}": episodes.truncated[t].float().mean().item()})
+        record.update({f"reward_t{t + 1}": sum(correct[t]) / len(correct[t]), f"kl_t{t + 1}": kl[t],
+                       f"truncated_t{t + 1}": sum(truncated[t]) / len(truncated[t])})
     line = " ".join(f"r{t + 1} {record[f'reward_t{t + 1}']:.3f}" for t in range(turns))
     if turns > 1:  # the batch's self-correction flows, attempt 1 -> 2
         m = self_correction_metrics(correct[0], correct[1])
         record.update(delta=m["delta"], delta_i2c=m["delta_i2c"], delta_c2i=m["delta_c2i"])
         line += f" | delta {m['delta']:+.3f} i->c {m['delta_i2c']:.3f} c->i {m['delta_c2i']:.3f}"
-    record.update(loss=stats["loss"], grad_norm=stats["grad_norm"],
-                  sampled_tokens_per_s=int(episodes.action_masks.sum()) / seconds["rollout"], **seconds)
-    kls = " ".join(f"kl{t + 1} {stats['kl'][t]:.4f}" for t in range(turns))
+    record.update(loss=sum(s["loss"] for s in shares), grad_norm=stats["grad_norm"],
+                  sampled_tokens_per_s=sum(s["tokens"] for s in shares) / seconds["rollout"], **seconds)
+    kls = " ".join(f"kl{t + 1} {kl[t]:.4f}" for t in range(turns))
     truncs = "/".join(f"{record[f'truncated_t{t + 1}']:.2f}" for t in range(turns))
     tqdm.write(f"step {step:4d} | {line} | {kls} | trunc {truncs} | {record['sampled_tokens_per_s']:.0f} tok/s | "
                f"{sum(seconds.values()):.1f}s")
     append_jsonl(log_path, record)
-    if step % sample_every == 0:
+    if step % sample_every == 0:  # a few of rank 0's own episodes: the first sample of a few problems
         k = episodes.samples_per_problem
-        for i in range(0, min(3 * k, len(correct[0])), k):  # the first sample of a few problems
+        for i in range(0, min(3 * k, len(episodes.responses[0])), k):
             p = problems[i // k]
             append_jsonl(samples_path, {"step": step, "problem": p.question, "answer": p.answer,
                                         **{f"y{t + 1}": episodes.responses[t][i] for t in range(turns)},
-                                        **{f"r{t + 1}": correct[t][i] for t in range(turns)}})
+                                        **{f"r{t + 1}": bool(episodes.rewards[t, i]) for t in range(turns)}})
     return record
 
 
@@ -255,42 +270,74 @@ def warm_up_tiny_base(model, tokenizer, task, problems, steps=200, p_correct=0.5
 
 def main(cfg):
     check_config(cfg)
-    torch.manual_seed(cfg.seed)
+    rank, world_size, cfg.device = init_distributed(cfg.device)
+    if cfg.problems_per_step % world_size:
+        raise UsageError(f"--problems_per_step {cfg.problems_per_step} does not split over {world_size} processes; "
+                         f"use a multiple of {world_size}")
+    if cfg.model != "tiny" and not cfg.resume:  # a wrong --model fails now, not after the data download
+        load_tokenizer(cfg.model)
+    ckpt, logs = os.path.join(cfg.out_dir, "stage1"), os.path.join(cfg.out_dir, "logs")
+    log_path, samples_path = os.path.join(logs, "stage1.jsonl"), os.path.join(logs, "stage1_samples.jsonl")
+    # Every rank draws the same problems (same seed) and keeps its share; sampling differs per rank.
     rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)
     task = get_task(cfg.task)
-    problems = load_problems(cfg.task, "train", cfg.train_data, seed=cfg.seed, max_operand=cfg.max_operand)
-    if cfg.model == "tiny":  # build, warm up and save the tiny base; Stage II and evaluate read it
-        model, tokenizer = build_tiny_model(cfg.seed)
-        if cfg.task == "arithmetic":  # other tasks only check the plumbing: a random model can't code
-            warm_up_tiny_base(model, tokenizer, task, problems, seed=cfg.seed)
+    with main_process_first():  # rank 0 downloads, the others then read its cache
+        problems = load_problems(cfg.task, "train", cfg.train_data, seed=cfg.seed, max_operand=cfg.max_operand,
+                                 mix=cfg.mix)
+    state, policy_path = None, cfg.model
+    if cfg.resume:  # continue from the last checkpoint: its weights are the policy, its base the reference
+        policy_path = find_checkpoint(ckpt, "nothing to resume; run without --resume true first")
+        state = load_training_state(policy_path)
+        cfg.model = read_run_config(policy_path)["base_model"]
+    elif cfg.model == "tiny":  # build, warm up and save the tiny base; Stage II and evaluate read it
         cfg.model = os.path.join(cfg.out_dir, "base")
-        save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, cfg.model)
-    tokenizer, policy, reference = load_policy_and_reference(cfg.model, cfg.model, cfg)
+        if rank == 0:
+            model, tokenizer = build_tiny_model(cfg.seed)
+            if cfg.task == "arithmetic":  # other tasks only check the plumbing: a random model can't code
+                warm_up_tiny_base(model, tokenizer, task, problems, seed=cfg.seed)
+            save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, cfg.model)
+        barrier()
+        policy_path = cfg.model
+    tokenizer, policy, reference = load_policy_and_reference(policy_path, cfg.model, cfg)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if len(state["rng"]) != world_size:
+            raise UsageError(f"the checkpoint was written by {len(state['rng'])} processes; resume with as many")
+        set_rng_states(rng, state["rng"][rank], cfg.device)
+        start = state["step"]
+        if rank == 0:
+            keep_log_until(log_path, start)
+            keep_log_until(samples_path, start)
     # Eq. 3's KL weights: beta2 pins attempt 1 to pi_ref, attempt 2 keeps the default beta1.
     kl_coefs = torch.tensor([cfg.beta2, cfg.beta1], device=cfg.device)
-    run_config = {**dataclasses.asdict(cfg), "stage": 1, "base_model": cfg.model}
-    logs = os.path.join(cfg.out_dir, "logs")
+    run_config = {**dataclasses.asdict(cfg), "stage": 1, "base_model": cfg.model, "world_size": world_size}
 
-    for step in tqdm(range(1, cfg.steps + 1), desc="stage 1", disable=None):
+    for step in tqdm(range(start + 1, cfg.steps + 1), desc="stage 1", disable=None if rank == 0 else True):
         batch = rng.sample(problems, min(cfg.problems_per_step, len(problems)))
+        shard = batch[rank::world_size]  # whole problems: RLOO needs all k samples of a problem together
         t0 = time.time()
         # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
-        episodes = run_episodes(policy, tokenizer, task, batch, samples_per_problem=cfg.samples_per_problem,
+        episodes = run_episodes(policy, tokenizer, task, shard, samples_per_problem=cfg.samples_per_problem,
                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         t1 = time.time()
         # 3. rewards (Eq. 3): only attempt 2 earns its task reward; attempt 1's reward is its KL term alone.
         task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
         # 4.-6. reference log-probs, KL, loss, backward, step
         stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
-        # 7. log
-        log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1},
-                 os.path.join(logs, "stage1.jsonl"), os.path.join(logs, "stage1_samples.jsonl"),
-                 cfg.sample_every, batch)
-        # 8. checkpoint
+        # 7. log (rank 0, for every rank's episodes)
+        log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path, samples_path,
+                 cfg.sample_every, shard)
+        # 8. checkpoint, resumable: weights with the optimizer, every rank's RNG states and the step
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(policy, tokenizer, {**run_config, "step": step}, os.path.join(cfg.out_dir, "stage1"))
-    print(f"saved {os.path.join(cfg.out_dir, 'stage1')}")
+            rngs = all_gather(rng_states(rng, cfg.device))
+            if rank == 0:
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, ckpt,
+                                {"step": step, "optimizer": optimizer.state_dict(), "rng": rngs})
+    if rank == 0:
+        print(f"saved {ckpt}")
 
 
 if __name__ == "__main__":

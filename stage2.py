@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from model import UsageError, find_checkpoint, parse_config, read_run_config, save_checkpoint
+from model import (UsageError, all_gather, find_checkpoint, init_distributed, keep_log_until, load_training_state,
+                   main_process_first, parse_config, read_run_config, rng_states, save_checkpoint, set_rng_states)
 from rollout import run_episodes
 from stage1 import check_config, load_policy_and_reference, log_step, reinforce_update
 from tasks import get_task, load_problems
@@ -46,7 +47,7 @@ from tasks import get_task, load_problems
 @dataclass
 class Config:
     init: str = ""
-    """the starting policy: empty for {out_dir}/stage1; 'base' starts from the base model (ablation: without Stage I)"""
+    """the starting policy: empty for {out_dir}/stage1 (the base model with --single_turn); 'base': the base model (ablation: without Stage I); or a path"""
     out_dir: str = "out"
     """Stage I's output folder; Stage II's checkpoint and logs go here too"""
     task: str = ""
@@ -61,12 +62,12 @@ class Config:
     """k, episodes per problem, for the RLOO baseline"""
     micro_batch: int = 16
     """episodes per forward/backward, rounded to whole problems"""
-    lr: float = 0.0
-    """Adam learning rate; 0: Table 5's for the task (MATH 5e-6, MBPP 1e-5)"""
+    lr: float | None = None
+    """Adam learning rate; unset: Table 5's for the task (MATH 5e-6, MBPP 1e-5)"""
     alpha: float = 10.0
     """alpha, the bonus multiplier on r(y2) - r(y1) (Table 5); 0 is the 'without reward shaping' ablation"""
     single_turn: bool = False
-    """the 'single-turn RL' ablation (Table 4): sample and reward attempt 1 only; evaluate with two attempts"""
+    """the 'single-turn RL' ablation (Table 4): plain RL on attempt 1 only, from the base model; evaluate with two attempts"""
     beta1: float = 0.01
     """beta1, the KL coefficient on both attempts (Table 5)"""
     temperature: float = 1.0
@@ -80,13 +81,15 @@ class Config:
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, more compute"""
     device: str = "cuda"
-    """cuda or cpu"""
+    """cuda, cuda:N or cpu (under torchrun each process takes cuda:LOCAL_RANK)"""
     seed: int = 1
     """seeds problem order and sampling (differs from Stage I's so Stage II sees other batches)"""
     sample_every: int = 20
     """write a few decoded episodes to the samples log every this many steps"""
     save_every: int = 50
     """compare the training reward every this many steps; save when it is the best so far"""
+    resume: bool = False
+    """continue from {out_dir}/stage2_last: weights, Adam state, RNG states, step, best training reward so far"""
 
 
 PRESETS = {"tiny": dict(out_dir="out/tiny", steps=100, problems_per_step=16, samples_per_problem=4, micro_batch=64,
@@ -106,26 +109,53 @@ def main(cfg):
     cfg.task = cfg.task or stage1["task"]
     cfg.train_data = cfg.train_data or stage1["train_data"]
     base_model = stage1["base_model"]  # pi_ref stays the base model in both stages
-    init = {"": stage1_path, "base": base_model}.get(cfg.init, cfg.init)
+    # Table 4's single-turn RL is plain RL from the base model; SCoRe's Stage II starts from Stage I.
+    default_init = base_model if cfg.single_turn else stage1_path
+    init = {"": default_init, "base": base_model}.get(cfg.init, cfg.init)
     check_config(cfg)
-    torch.manual_seed(cfg.seed)
+    rank, world_size, cfg.device = init_distributed(cfg.device)
+    if cfg.problems_per_step % world_size:
+        raise UsageError(f"--problems_per_step {cfg.problems_per_step} does not split over {world_size} processes; "
+                         f"use a multiple of {world_size}")
+    ckpt, last = os.path.join(cfg.out_dir, "stage2"), os.path.join(cfg.out_dir, "stage2_last")
+    logs = os.path.join(cfg.out_dir, "logs")
+    log_path, samples_path = os.path.join(logs, "stage2.jsonl"), os.path.join(logs, "stage2_samples.jsonl")
     rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)
     task = get_task(cfg.task)
-    problems = load_problems(cfg.task, "train", cfg.train_data, seed=stage1["seed"], max_operand=stage1["max_operand"])
-    tokenizer, policy, reference = load_policy_and_reference(init, base_model, cfg)
+    with main_process_first():
+        problems = load_problems(cfg.task, "train", cfg.train_data, seed=stage1["seed"],
+                                 max_operand=stage1["max_operand"], mix=stage1.get("mix", ""))
+    state, policy_path = None, init
+    if cfg.resume:  # the latest weights live in stage2_last; stage2 holds the best so far
+        policy_path = find_checkpoint(last, "nothing to resume; run without --resume true first")
+        state = load_training_state(policy_path)
+        init = read_run_config(policy_path)["init"]
+    tokenizer, policy, reference = load_policy_and_reference(policy_path, base_model, cfg)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    start, window, best = 0, [], float("-inf")
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if len(state["rng"]) != world_size:
+            raise UsageError(f"the checkpoint was written by {len(state['rng'])} processes; resume with as many")
+        set_rng_states(rng, state["rng"][rank], cfg.device)
+        # The best-checkpoint window restarts at every save, so the best score is all it needs back.
+        start, best = state["step"], state["best"]
+        if rank == 0:
+            keep_log_until(log_path, start)
+            keep_log_until(samples_path, start)
     n_turns = 1 if cfg.single_turn else 2
     kl_coefs = torch.tensor([cfg.beta1] * n_turns, device=cfg.device)  # Eq. 4: beta1 on both turns
     run_config = {**dataclasses.asdict(cfg), "stage": 2, "base_model": base_model, "init": init,  # resolved last
-                  "max_operand": stage1["max_operand"]}  # evaluate.py tests on the same arithmetic range
-    logs = os.path.join(cfg.out_dir, "logs")
-    window, best = [], float("-inf")
+                  "max_operand": stage1["max_operand"], "mix": stage1.get("mix", ""),  # evaluate.py's test range
+                  "world_size": world_size}
 
-    for step in tqdm(range(1, cfg.steps + 1), desc="stage 2", disable=None):
+    for step in tqdm(range(start + 1, cfg.steps + 1), desc="stage 2", disable=None if rank == 0 else True):
         batch = rng.sample(problems, min(cfg.problems_per_step, len(problems)))
+        shard = batch[rank::world_size]  # whole problems per rank (RLOO)
         t0 = time.time()
         # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
-        episodes = run_episodes(policy, tokenizer, task, batch, samples_per_problem=cfg.samples_per_problem,
+        episodes = run_episodes(policy, tokenizer, task, shard, samples_per_problem=cfg.samples_per_problem,
                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_turns=n_turns)
         t1 = time.time()
         # 3. rewards (Eq. 4 + bonus): both attempts are rewarded; attempt 2 gets the shaping bonus.
@@ -135,20 +165,24 @@ def main(cfg):
             task_rewards = torch.stack(shaped_rewards(episodes.rewards[0], episodes.rewards[1], cfg.alpha))
         # 4.-6. reference log-probs, KL, loss, backward, step (stage1.py)
         stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
-        # 7. log
-        log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1},
-                 os.path.join(logs, "stage2.jsonl"), os.path.join(logs, "stage2_samples.jsonl"),
-                 cfg.sample_every, batch)
-        # 8. checkpoint: keep the one with the highest training reward (PAPER.md)
-        window.append(episodes.rewards.sum(0).mean().item())  # r1 + r2 (r1 alone with --single_turn)
+        # 7. log (rank 0, for every rank's episodes)
+        log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path,
+                 samples_path, cfg.sample_every, shard)
+        # 8. checkpoint: keep the one with the highest training reward (PAPER.md), and the latest to resume
+        # from. The reward is the whole batch's r1 + r2 (r1 alone with --single_turn), same on every rank.
+        window.append(sum(all_gather(episodes.rewards.sum(0).mean().item())) / world_size)
         if step % cfg.save_every == 0 or step == cfg.steps:
             score, window = sum(window) / len(window), []
-            if score > best:
-                best = score
-                save_checkpoint(policy, tokenizer, {**run_config, "step": step, "train_reward": score},
-                                os.path.join(cfg.out_dir, "stage2"))
+            rngs = all_gather(rng_states(rng, cfg.device))
+            if rank == 0 and score > best:
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step, "train_reward": score}, ckpt)
                 print(f"step {step}: training reward r1 + r2 = {score:.3f}, best so far: saved")
-    print(f"saved {os.path.join(cfg.out_dir, 'stage2')} (training reward {best:.3f})")
+            best = max(best, score)
+            if rank == 0:
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, last,
+                                {"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "best": best})
+    if rank == 0:
+        print(f"saved {ckpt} (training reward {best:.3f})")
 
 
 if __name__ == "__main__":

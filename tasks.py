@@ -16,6 +16,7 @@ import json
 import os
 import random
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -66,11 +67,12 @@ def get_task(name):
     raise UsageError(f"unknown task {name!r}; choose arithmetic, math or code")
 
 
-def load_problems(task, split, path="", limit=0, seed=0, max_operand=9):
-    """The problems of a task's split ("train" or "test"), from `path` if given."""
+def load_problems(task, split, path="", limit=0, seed=0, max_operand=9, mix=""):
+    """The problems of a task's split ("train" or "test"), from `path` if given.
+    Arithmetic: `mix` (e.g. "+:99:9,*:9:9") chooses the kinds of problem; empty is a + b with both
+    operands in 0..max_operand."""
     if task == "arithmetic":
-        # train and test come from different seeds of the same distribution.
-        problems = arithmetic_problems(limit or 1000, max_operand, seed + (0 if split == "train" else 10_000))
+        problems = arithmetic_problems(limit or 1000, mix or f"+:{max_operand}:{max_operand}", seed, split)
     else:
         rows = read_jsonl(path or download(task, split))
         parse = {"math": math_problem, "code": mbpp_problem if split == "train" else humaneval_problem}[task]
@@ -80,10 +82,45 @@ def load_problems(task, split, path="", limit=0, seed=0, max_operand=9):
     return problems[:limit] if limit else problems
 
 
-def arithmetic_problems(n, max_operand, seed):
-    rng = random.Random(seed)
-    pairs = [(rng.randint(0, max_operand), rng.randint(0, max_operand)) for _ in range(n)]
-    return [Problem(id=f"{a}+{b}", question=f"{a}+{b}", answer=str(a + b)) for a, b in pairs]
+ARITHMETIC_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def parse_mix(mix):
+    """"+:99:9,*:9:9" -> [("+", 99, 9), ("*", 9, 9)]: a + b with a in 0..99 and b in 0..9, and a * b
+    with both in 0..9. Each problem picks one kind uniformly, then its operands uniformly."""
+    kinds = []
+    for part in filter(None, (p.strip() for p in mix.split(","))):
+        fields = part.split(":")
+        if len(fields) != 3 or fields[0] not in ARITHMETIC_OPS or not all(f.isdigit() for f in fields[1:]):
+            raise UsageError(f"arithmetic mix {part!r} is not OP:MAX_A:MAX_B (OP one of + - *), e.g. '+:99:9,*:9:9'")
+        kinds.append((fields[0], int(fields[1]), int(fields[2])))
+    if not kinds:
+        raise UsageError(f"arithmetic mix {mix!r} names no problems; e.g. '+:99:9,*:9:9'")
+    return kinds
+
+
+def is_test_problem(problem_id):
+    """A fixed fifth of all problems, by a hash of the problem's text: never trained on."""
+    return zlib.crc32(problem_id.encode()) % 5 == 0
+
+
+def arithmetic_problems(n, mix, seed, split):
+    """n problems drawn with replacement. When each kind has at least 100 distinct problems, train and
+    test are disjoint (is_test_problem), so a score on test is not memorisation. Smaller spaces (the
+    tiny preset's 25 sums) cannot spare a fifth: there train and test are draws from the same set,
+    made with different seeds, and the toy measures learning on memorisable problems."""
+    kinds = parse_mix(mix)
+    rng = random.Random(seed + (0 if split == "train" else 10_000))
+    disjoint = all((a + 1) * (b + 1) >= 100 for _, a, b in kinds)
+    problems = []
+    while len(problems) < n:
+        op, max_a, max_b = kinds[rng.randrange(len(kinds))] if len(kinds) > 1 else kinds[0]
+        a, b = rng.randint(0, max_a), rng.randint(0, max_b)
+        question = f"{a}{op}{b}"
+        if disjoint and is_test_problem(question) != (split == "test"):
+            continue
+        problems.append(Problem(id=question, question=question, answer=str(ARITHMETIC_OPS[op](a, b))))
+    return problems
 
 
 def math_problem(row, where):
