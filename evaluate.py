@@ -56,8 +56,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model import (UsageError, append_jsonl, find_checkpoint, load_model, load_tokenizer, parse_config,
-                   read_run_config, require_device)
+from model import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, load_model, load_tokenizer,
+                   parse_config, read_run_config, require_device, world)
 from rollout import run_episodes
 from tasks import get_task, load_problems, read_jsonl
 
@@ -98,6 +98,8 @@ class Config:
     """a per-problem JSONL written by evaluate.py: repair its wrong attempt 1s (MBPP-R analogue)"""
     table: str = ""
     """no model: a results table from these metrics files (comma-separated paths or quoted globs)"""
+    compare: str = ""
+    """several checkpoints of the run in out_dir side by side, e.g. base,stage1,stage2 ('base': the base model)"""
 
 
 PRESETS = {"tiny": dict(task="arithmetic", out_dir="out/tiny", limit=100, max_operand=4, max_new_tokens=4,
@@ -328,23 +330,30 @@ def write_results(path, records):
 
 def evaluate_attempts(cfg, model, tokenizer, task, problems, name, first_attempts=None):
     """Greedy decoding for every attempt (PAPER.md, Hyperparameters: evaluation at temperature 0).
-    Writes the per-problem JSONL and returns Table 2's metrics plus the per-turn flows."""
-    episodes = run_episodes(model, tokenizer, task, problems, samples_per_problem=1, temperature=0.0,
-                            max_new_tokens=cfg.max_new_tokens, n_turns=cfg.turns, batch_size=cfg.batch_size,
-                            first_attempts=first_attempts)
-    correct = episodes.rewards.bool().tolist()  # [turn][problem]
-    ys = episodes.responses
-    ratios = [edit_distance_ratio(y1, y2) for y1, y2 in zip(ys[0], ys[1])]
+    Writes the per-problem JSONL and returns Table 2's metrics plus the per-turn flows.
+    Under torchrun each rank decodes every world_size-th problem; rank 0 gathers them back into the
+    test set's order, so the file and the table are those of one process (other ranks get None)."""
+    rank, size = world()
+    mine = list(range(rank, len(problems), size))
+    episodes = run_episodes(model, tokenizer, task, [problems[i] for i in mine], samples_per_problem=1,
+                            temperature=0.0, max_new_tokens=cfg.max_new_tokens, n_turns=cfg.turns,
+                            batch_size=cfg.batch_size,
+                            first_attempts=None if first_attempts is None else [first_attempts[i] for i in mine])
     records = []
-    for i, p in enumerate(problems):
+    for row, i in enumerate(mine):
+        p, ys = problems[i], [episodes.responses[t][row] for t in range(cfg.turns)]
         record = {"id": p.id, "answer": p.answer}
         for t in range(cfg.turns):
-            record.update({f"y{t + 1}": ys[t][i], f"correct_t{t + 1}": correct[t][i],
-                           f"truncated_t{t + 1}": bool(episodes.truncated[t, i])})
-        records.append({**record, "edit_ratio": ratios[i]})
+            record.update({f"y{t + 1}": ys[t], f"correct_t{t + 1}": bool(episodes.rewards[t, row]),
+                           f"truncated_t{t + 1}": bool(episodes.truncated[t, row])})
+        records.append((i, {**record, "edit_ratio": edit_distance_ratio(ys[0], ys[1])}))
+    records = [r for _, r in sorted(r for share in all_gather(records) for r in share)]  # every problem once
+    if rank != 0:
+        return None
     write_results(os.path.join(cfg.out_dir, "eval", f"{name}.jsonl"), records)
+    correct = [[r[f"correct_t{t + 1}"] for r in records] for t in range(cfg.turns)]  # [turn][problem]
     return {**self_correction_metrics(correct[0], correct[1]), "turns": turn_flows(correct),
-            "edit_ratio": ratio_histogram(ratios)}
+            "edit_ratio": ratio_histogram([r["edit_ratio"] for r in records])}
 
 
 def repair_attempts(cfg, problems, name):
@@ -368,16 +377,25 @@ def evaluate_budgets(cfg, model, tokenizer, task, problems, name):
     if not budgets or any(b < 2 or b % 2 for b in budgets):
         raise UsageError(f"--budgets needs even numbers >= 2 (K/2 episodes of 2 attempts), got {cfg.budgets!r}")
     top = budgets[-1]
-    torch.manual_seed(cfg.seed)
+    rank, size = world()
+    torch.manual_seed(cfg.seed + rank)
+    mine = problems[rank::size]  # torchrun: each rank samples its share of the problems
     common = dict(temperature=cfg.vote_temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     # Sample once at the largest budget; smaller budgets vote over the first K of the same samples.
     # Parallel: K independent attempt 1s. Sequential: K/2 episodes of attempt 1 + one self-correction.
-    par = run_episodes(model, tokenizer, task, problems, samples_per_problem=top, n_turns=1, **common)
-    seq = run_episodes(model, tokenizer, task, problems, samples_per_problem=top // 2, n_turns=2, **common)
+    par = run_episodes(model, tokenizer, task, mine, samples_per_problem=top, n_turns=1, **common)
+    seq = run_episodes(model, tokenizer, task, mine, samples_per_problem=top // 2, n_turns=2, **common)
     answer = lambda eps, t, i: (final_answer(task.name, eps.responses[t][i]), bool(eps.rewards[t, i]))
-    parallel = [[answer(par, 0, i * top + j) for j in range(top)] for i in range(len(problems))]
+    parallel = [[answer(par, 0, i * top + j) for j in range(top)] for i in range(len(mine))]
     sequential = [[(answer(seq, 0, i * (top // 2) + j), answer(seq, 1, i * (top // 2) + j))
-                   for j in range(top // 2)] for i in range(len(problems))]
+                   for j in range(top // 2)] for i in range(len(mine))]
+    shares = all_gather((parallel, sequential))
+    if rank != 0:
+        return None
+    # Back in the test set's order: rank r held problems r, r + size, ...
+    parallel, sequential = [None] * len(problems), [None] * len(problems)
+    for r, (par_r, seq_r) in enumerate(shares):
+        parallel[r::size], sequential[r::size] = par_r, seq_r
     result = compute_budget_curve(parallel, sequential, budgets, answer_equiv(task.name))
     result.update(name=name, task=task.name, n=len(problems), temperature=cfg.vote_temperature,
                   generations_per_problem={"parallel": top, "sequential": 2 * (top // 2)},
@@ -394,6 +412,11 @@ def evaluate_budgets(cfg, model, tokenizer, task, problems, name):
     return result
 
 
+TINY_NOTE = ("What the toy can show is the mechanics, not the paper's MATH result: Stage I rewards attempt 2 alone "
+             "and teaches it to fix attempt 1; Stage II rewards both, and with 25 memorisable sums the best policy "
+             "is to be right the first time, so the gain moves into attempt 1 and delta returns to about 0.")
+
+
 def main(cfg):
     if cfg.table:  # no model: read earlier runs' metrics
         paths = expand_paths(cfg.table)
@@ -408,6 +431,29 @@ def main(cfg):
     if cfg.turns < 2:
         raise UsageError("--turns must be at least 2: self-correction needs a second attempt")
     require_device(cfg.device, os.path.basename(sys.argv[0]) or "evaluate.py")
+    _, _, cfg.device = init_distributed(cfg.device)
+    if not cfg.compare:
+        return evaluate_model(cfg)
+    # --compare base,stage1,stage2: several checkpoints of one run, one table (the tutorial's last line).
+    base = read_run_config(find_checkpoint(os.path.join(cfg.out_dir, "stage1"), "run stage1.py first"))["base_model"]
+    rows = []
+    for name in filter(None, (n.strip() for n in cfg.compare.split(","))):
+        path = base if name == "base" else os.path.join(cfg.out_dir, name)
+        if name != "base":
+            path = find_checkpoint(path, f"--compare: run the stage that writes {name} first")
+        rows.append((name, evaluate_model(dataclasses.replace(cfg, model=path, name=name, compare=""), quiet=True)))
+    if world()[0] != 0:
+        return None
+    print(f"greedy, attempt 1 -> attempt 2, every model on the same test problems ({cfg.out_dir}/eval/)")
+    print("\n".join([TABLE_HEADER] + [format_row(name, m) for name, m in rows]))
+    base_config = os.path.join(base, "score_config.json")
+    if os.path.isfile(base_config) and read_run_config(base).get("base_model") == "tiny":
+        print(TINY_NOTE)
+    return dict(rows)
+
+
+def evaluate_model(cfg, quiet=False):
+    """One model's evaluation: Table 2's row (or --budgets, --repair, --turns), files under eval/."""
     model_path = cfg.model or find_checkpoint(os.path.join(cfg.out_dir, "stage2"),
                                               "run stage2.py first, or pass --model")
     trained_on = read_run_config(model_path) if os.path.isfile(os.path.join(model_path, "score_config.json")) else {}
@@ -421,8 +467,8 @@ def main(cfg):
     if cfg.repair and cfg.turns != 2:
         raise UsageError("--repair runs exactly two attempts (the given one and the repair)")
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, torch.device(cfg.device), torch.bfloat16 if torch.device(cfg.device).type == "cuda" else torch.float32,
-                       trainable=False)
+    dtype = torch.bfloat16 if torch.device(cfg.device).type == "cuda" else torch.float32  # cuda:N too
+    model = load_model(model_path, torch.device(cfg.device), dtype, trainable=False)
     task = get_task(cfg.task)
     os.makedirs(os.path.join(cfg.out_dir, "eval"), exist_ok=True)
     if cfg.budgets:
@@ -436,11 +482,15 @@ def main(cfg):
     else:
         problems = load_problems(cfg.task, "test", cfg.test_data, limit=cfg.limit, max_operand=cfg.max_operand, mix=cfg.mix)
     metrics = evaluate_attempts(cfg, model, tokenizer, task, problems, name, first_attempts)
+    if metrics is None:  # torchrun: rank 0 writes and prints
+        return None
     if cfg.repair:  # every problem here was wrong at attempt 1, so Acc@t2 is the fraction repaired
         metrics["repair_rate"] = metrics["acc_t2"]
     with open(os.path.join(cfg.out_dir, "eval", f"{name}.metrics.json"), "w") as f:
         json.dump({"name": name, "model": model_path, "task": cfg.task, "n": len(problems), **metrics,
                    "config": dataclasses.asdict(cfg)}, f, indent=2)
+    if quiet:  # --compare prints one table for all its models
+        return metrics
     mode = f"repairing the wrong attempt 1s of {cfg.repair}" if cfg.repair else "greedy"
     print(f"{cfg.task}, {len(problems)} problems, {mode}\n{TABLE_HEADER}\n{format_row(name, metrics)}")
     if cfg.repair:
