@@ -190,3 +190,31 @@ def test_turn_that_ends_in_plain_text_is_refused():
     tokenizer = char_tokenizer(template, ["<s>", "</s>"], "<s>", "</s>")
     with pytest.raises(UsageError, match="not with a special token"):
         check_chat_template(tokenizer)
+
+
+def test_rollout_closes_given_and_cut_off_attempts_with_the_templates_end_token():
+    """A tiny Llama behind the Gemma-2 template: a given attempt 1 (evaluate.py --repair) and a sampled one
+    cut off by max_new_tokens are both followed by <end_of_turn> + glue, never by <eos>."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from rollout import run_episodes
+    from tasks import get_task, load_problems
+    tokenizer, _ = family("gemma2")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id  # lists only <eos>, as a GGUF export may
+    task, problems = get_task("arithmetic"), load_problems("arithmetic", "test", limit=2, max_operand=4)
+    end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    glue = turn_glue_ids(tokenizer, [end], task.instruction)
+    for first_attempts in (["17", "3"], None):
+        eps = run_episodes(model, tokenizer, task, problems, samples_per_problem=1, temperature=1.0,
+                           max_new_tokens=1, first_attempts=first_attempts)
+        for i in range(2):
+            row = eps.input_ids[i].tolist()
+            after_y1 = int(eps.action_masks[0, i].nonzero().max()) + 1
+            if row[after_y1 - 1] != end:  # y1 did not end with <end_of_turn> itself: it gets one, not an action
+                assert row[after_y1] == end and not eps.action_masks[:, i, after_y1].any()
+                after_y1 += 1
+            assert row[after_y1 - 1] == end and row[after_y1:after_y1 + len(glue)] == glue
