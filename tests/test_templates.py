@@ -70,12 +70,13 @@ FAMILIES = {  # name: (template, special tokens, bos, eos, the end-of-turn token
 }
 
 
-def char_tokenizer(template, specials, bos=None, eos=None):
-    """One token per character plus the given special tokens, as build_tiny_model makes its own."""
+def char_tokenizer(template, specials, bos=None, eos=None, split=r"[\s\S]", extra=()):
+    """One token per character plus the given special tokens, as build_tiny_model makes its own
+    (`split` and `extra` make some longer tokens)."""
     chars = [chr(i) for i in range(32, 127)] + ["\n"]
-    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>"] + specials + chars)}
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>"] + specials + chars + list(extra))}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(split), behavior="isolated")
     backend.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
                                         bos_token=bos, eos_token=eos,
@@ -218,3 +219,12 @@ def test_rollout_closes_given_and_cut_off_attempts_with_the_templates_end_token(
                 assert row[after_y1] == end and not eps.action_masks[:, i, after_y1].any()
                 after_y1 += 1
             assert row[after_y1 - 1] == end and row[after_y1:after_y1 + len(glue)] == glue
+
+
+def test_prompt_that_tokenizes_differently_before_an_answer_is_refused():
+    """A GPT-2 style pre-tokenizer keeps a trailing "\\n\\n" as one token but splits it in front of a word:
+    under Llama 3's template the answer would then follow tokens the model never sampled after."""
+    _, specials, bos, eos, _ = FAMILIES["llama3.2"]
+    tokenizer = char_tokenizer(LLAMA32, specials, bos, eos, split=r"\s+(?!\S)|\s+|[\s\S]", extra=["\n\n"])
+    with pytest.raises(UsageError, match="splits the chat prompt differently"):
+        check_chat_template(tokenizer)
