@@ -237,16 +237,16 @@ def check_chat_template(tokenizer):
     """Run once at load: render [user, assistant, user] with the model's own template and compare it with
     our token assembly, prompt + answer + [turn_end_id] + glue. Raises UsageError naming the template
     feature where they differ in a way this project cannot follow.
-    The glue is cut from the rendered chat's own tokens (turn_glue_ids), so what is left to compare is the
-    prompt, the answer and the end token; the answer's tokens are always the model's own samples."""
-    template = tokenizer.chat_template
+    _answered_turn checks the text (prompt, then the answer, then the end token) and turn_glue_ids cuts the
+    glue from the chat's own tokens, so the tokens left to compare here are the prompt's."""
     answer = "SCORE_ANSWER"
-    chat, end_text, end_id, end_at = _answered_turn(tokenizer, "x", answer)
+    chat = _answered_turn(tokenizer, "x", answer)[0]
     prompt, ids = chat_prompt_ids(tokenizer, "x"), tokenizer(chat, add_special_tokens=False).input_ids
     if ids[:len(prompt)] != prompt:
         raise UsageError("the tokenizer splits the chat prompt differently once an answer follows it; "
                          "the sampled answer would not continue the prompt it was sampled after")
-    if "strftime_now" in template and CHAT_DATE not in render_chat(tokenizer, [{"role": "user", "content": "x"}], True):
+    prompt_text = render_chat(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True)
+    if "strftime_now" in tokenizer.chat_template and CHAT_DATE not in prompt_text:
         raise UsageError("the chat template writes today's date (strftime_now) into the prompt and ignores "
                          "date_string, so training and evaluation on different days see different prompts")
     # Reasoning templates (Qwen3, DeepSeek-R1) drop <think>...</think> from earlier assistant turns. Our
