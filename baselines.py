@@ -39,7 +39,7 @@ import torch
 
 from model import (UsageError, append_jsonl, autocast, chat_prompt_ids, end_of_turn_ids, find_checkpoint,
                    load_model, load_tokenizer, parse_config, read_run_config, require_device, save_checkpoint,
-                   token_logprobs, turn_glue_ids)
+                   token_logprobs, turn_end_id, turn_glue_ids)
 from rollout import run_episodes
 from tasks import get_task, load_problems
 
@@ -156,14 +156,14 @@ def main(cfg):
                    for j in range(len(problems))]
         end_ids = end_of_turn_ids(model, tokenizer)
         glue = turn_glue_ids(tokenizer, end_ids, task.instruction)
-        eos = tokenizer.eos_token_id
+        end = turn_end_id(tokenizer)  # the template's end-of-turn token (Gemma: <end_of_turn>, not its <eos>)
         for wrong, right, j in pair_sft_examples(texts, correct):
             # [x1, y_w, glue with p, y_c] built as rollout.py builds an episode, so the tokens around
             # the turns match what the model sees at evaluation. The texts are re-tokenized: fine for
             # SFT, where (unlike RL) nothing needs the exact sampled ids.
             x1 = chat_prompt_ids(tokenizer, task.first_prompt(problems[j]))
-            y_w = tokenizer(wrong, add_special_tokens=False).input_ids + [eos]
-            y_c = tokenizer(right, add_special_tokens=False).input_ids + [eos]
+            y_w = tokenizer(wrong, add_special_tokens=False).input_ids + [end]
+            y_c = tokenizer(right, add_special_tokens=False).input_ids + [end]
             examples.append((x1 + y_w + glue + y_c, [0] * (len(x1) + len(y_w) + len(glue)) + [1] * len(y_c)))
         if not examples:
             raise UsageError(f"no problem had both a wrong and a right attempt among {n} episodes: sample more "

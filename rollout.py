@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model import UsageError, chat_prompt_ids, end_of_turn_ids, sample, turn_glue_ids
+from model import UsageError, chat_prompt_ids, end_of_turn_ids, sample, turn_end_id, turn_glue_ids
 
 MATH_PROMPT = (
     "You are a math expert. When you respond, respond only with the Solution of the final Problem, thinking "
@@ -66,6 +66,7 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
     if first_attempts is not None and len(first_attempts) != len(problems):
         raise UsageError(f"got {len(first_attempts)} first attempts for {len(problems)} problems")
     end_ids = end_of_turn_ids(model, tokenizer)
+    end = turn_end_id(tokenizer)  # the template's end-of-turn token: the one the glue follows
     glue = turn_glue_ids(tokenizer, end_ids, task.instruction)
     max_len = getattr(model.config, "max_position_embeddings", None)
     problems_k = [p for p in problems for _ in range(k)]
@@ -80,8 +81,7 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
         if turn == 0 and first_attempts is not None:
             # A given attempt 1: its text's tokens plus the end-of-turn token, as if the model had written
             # them. Everything after it (masks, glue, rewards) treats it like a sampled attempt.
-            ys = [tokenizer(y, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-                  for y in first_attempts for _ in range(k)]
+            ys = [tokenizer(y, add_special_tokens=False).input_ids + [end] for y in first_attempts for _ in range(k)]
             cut = [False] * len(ys)
         else:
             # 1. (and 2.) an attempt: sample y_t given the conversation so far.
@@ -91,9 +91,10 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
         responses.append([tokenizer.decode(y, skip_special_tokens=True) for y in ys])
         truncated.append(cut)
         if turn < n_turns - 1:
-            # The next context is the old one + y_t (+ an end token the model didn't write, if it was
-            # cut off: the chat must be well formed, but that token is not an action) + glue with p.
-            contexts = [c + y + ([tokenizer.eos_token_id] if t else []) + glue for c, y, t in zip(contexts, ys, cut)]
+            # The next context is the old one + y_t + glue with p. The glue follows the template's end token,
+            # so an attempt that doesn't end with it gets one the model didn't write (not an action): one cut
+            # off by max_new_tokens, or one that stopped on another stop id (Gemma's <eos>, Qwen's <|endoftext|>).
+            contexts = [c + y + ([end] if y[-1:] != [end] else []) + glue for c, y in zip(contexts, ys)]
     rows = [c + y for c, y in zip(contexts, ys)]  # the whole conversation, ending with the last attempt
 
     width = max(len(r) for r in rows)
