@@ -45,7 +45,7 @@ from model import (UsageError, all_gather, append_jsonl, autocast, average_gradi
                    chat_prompt_ids, end_of_turn_ids, find_checkpoint, init_distributed,
                    keep_log_until, load_model, load_tokenizer, load_training_state, main_process_first, parse_config,
                    read_run_config, require_device, rng_states, save_checkpoint, set_rng_states, token_logprobs,
-                   turn_glue_ids, world)
+                   turn_end_id, turn_glue_ids, world)
 from evaluate import self_correction_metrics
 from rollout import run_episodes
 from tasks import get_task, load_problems
@@ -242,12 +242,12 @@ def warm_up_tiny_base(model, tokenizer, task, problems, steps=200, p_correct=0.5
     rng = random.Random(seed)
     end_ids = end_of_turn_ids(model, tokenizer)
     glue = turn_glue_ids(tokenizer, end_ids, task.instruction)
-    eos = tokenizer.eos_token_id
+    end = turn_end_id(tokenizer)  # the template's end of turn, as rollout.py closes attempts
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
 
     def answer_ids(p):
         value = p.answer if rng.random() < p_correct else str(int(p.answer) + rng.choice([-2, -1, 1, 2, 3]))
-        return tokenizer(value, add_special_tokens=False).input_ids + [eos]
+        return tokenizer(value, add_special_tokens=False).input_ids + [end]
 
     for _ in range(steps):
         rows, masks = [], []
