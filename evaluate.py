@@ -59,7 +59,7 @@ import torch
 from model import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, load_model, load_tokenizer,
                    parse_config, read_run_config, require_device, world)
 from rollout import run_episodes
-from tasks import get_task, load_problems, read_jsonl
+from tasks import SMOL_MIX, get_task, load_problems, read_jsonl
 
 
 @dataclass
@@ -98,12 +98,16 @@ class Config:
     """a per-problem JSONL written by evaluate.py: repair its wrong attempt 1s (MBPP-R analogue)"""
     table: str = ""
     """no model: a results table from these metrics files (comma-separated paths or quoted globs)"""
+    curves: str = ""
+    """no model: plot reward per attempt over training from these run folders (comma-separated, globs)"""
     compare: str = ""
     """several checkpoints of the run in out_dir side by side, e.g. base,stage1,stage2 ('base': the base model)"""
 
 
 PRESETS = {"tiny": dict(task="arithmetic", out_dir="out/tiny", limit=100, max_operand=4, max_new_tokens=4,
-                        device="cpu", batch_size=256)}
+                        device="cpu", batch_size=256),
+           "smol": dict(task="arithmetic", mix=SMOL_MIX, out_dir="out/smol", limit=500, max_new_tokens=16,
+                        batch_size=256)}
 
 
 # ----------------------------------------------------------------------------- Table 2 and N attempts
@@ -278,17 +282,60 @@ def expand_paths(spec):
 
 
 def results_table(paths):
-    """Several evaluated runs side by side in the paper's format, as Markdown."""
-    rows, notes = [], []
+    """Several evaluated runs side by side in the paper's format, as Markdown. Runs named NAME_seedN
+    become one row, NAME, with the mean and the spread (min to max) over the seeds."""
+    runs, notes = {}, []
     for path in paths:
         with open(path) as f:
             m = json.load(f)
-        rows.append(format_row(m["name"], m))
+        runs.setdefault(re.sub(r"_seed\d+$", "", m["name"]), []).append(m)
         extra = f", repair rate {100 * m['repair_rate']:.1f} %" if "repair_rate" in m else ""
         if "edit_ratio" in m:
             extra += f", y1 unchanged in {100 * m['edit_ratio']['unchanged']:.1f} %"
         notes.append(f"- {m['name']}: {m.get('task', '?')}, {m.get('n', '?')} problems{extra} ({path})")
+    rows = [format_row(name, ms[0]) if len(ms) == 1 else format_seed_row(name, ms) for name, ms in runs.items()]
     return "\n".join([TABLE_HEADER, *rows, "", *notes])
+
+
+def format_seed_row(name, runs):
+    """One row for several seeds: mean [min, max] of each metric, in percent."""
+    cells = []
+    for key in ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i"):
+        values = [100 * m[key] for m in runs]
+        sign = "+" if key == "delta" else ""
+        cells.append(f"{sum(values) / len(values):{sign}.1f} [{min(values):{sign}.1f}, {max(values):{sign}.1f}]")
+    return f"| {name} ({len(runs)} seeds) | " + " | ".join(cells) + " |"
+
+
+def plot_training_curves(run_dirs, image_path, smooth=10):
+    """Reward per attempt over the steps of Stage I then Stage II, one line per run and attempt, from
+    the runs' logs/stage{1,2}.jsonl (a moving average over `smooth` steps). Needs matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for run_dir in run_dirs:
+        offset = 0
+        for stage in ("stage1", "stage2"):
+            path = os.path.join(run_dir, "logs", f"{stage}.jsonl")
+            if not os.path.isfile(path):
+                continue
+            records = read_jsonl(path)
+            for t, style in ((1, "--"), (2, "-")):
+                ys = [r[f"reward_t{t}"] for r in records if f"reward_t{t}" in r]
+                ys = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1]) for i in range(len(ys))]
+                ax.plot([offset + r["step"] for r in records][:len(ys)], ys, style,
+                        label=f"{os.path.basename(os.path.normpath(run_dir))} {stage} attempt {t}")
+            offset += records[-1]["step"] if records else 0
+    ax.set_xlabel("step (Stage I, then Stage II)")
+    ax.set_ylabel(f"training reward (mean of {smooth} steps)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(image_path)
+    return image_path
 
 
 def plot_results(paths, image_path):
@@ -428,6 +475,14 @@ def main(cfg):
         print(f"{table}\n\nwritten: {os.path.join(cfg.out_dir, 'eval', 'results.md')}"
               + (f", {image}" if image else " (pip install matplotlib for a plot)"))
         return table
+    if cfg.curves:  # no model: training curves from the runs' logs
+        runs = [p for part in cfg.curves.split(",") if part.strip() for p in sorted(glob.glob(part.strip()))]
+        if not runs:
+            raise UsageError(f"--curves: no folder matches {cfg.curves!r}")
+        os.makedirs(os.path.join(cfg.out_dir, "eval"), exist_ok=True)
+        image = plot_training_curves(runs, os.path.join(cfg.out_dir, "eval", "curves.png"))
+        print(f"written: {image}" if image else "--curves needs matplotlib: pip install matplotlib")
+        return image
     if cfg.turns < 2:
         raise UsageError("--turns must be at least 2: self-correction needs a second attempt")
     require_device(cfg.device, os.path.basename(sys.argv[0]) or "evaluate.py")

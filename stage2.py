@@ -13,18 +13,22 @@ Reads:  {out_dir}/stage1/ (the Stage I checkpoint; its score_config.json names t
         which stays the KL reference pi_ref) and the same training problems
 Writes: {out_dir}/stage2/ (the checkpoint with the highest training reward, PAPER.md),
         {out_dir}/logs/stage2.jsonl, {out_dir}/logs/stage2_samples.jsonl
+        {out_dir}/stage2_last/ (the latest weights + training_state.pt, what --resume true continues from)
 Run:    python stage2.py                  # after python stage1.py, one GPU
+        python stage2.py --preset smol    # after python stage1.py --preset smol
         python stage2.py --preset tiny    # CPU, after python stage1.py --preset tiny
+        python stage2.py --resume true    # after a crash: continue from stage2_last
 Ablations (Table 4), each into its own --out_dir copy or compared via evaluate.py --name:
         python stage2.py --init base      # without Stage I
         python stage2.py --alpha 0        # without reward shaping
-        python stage2.py --single_turn true   # single-turn RL: attempt 1 only
+        python stage2.py --single_turn true   # single-turn RL: attempt 1 only, from the base model
 
 Where this departs from the paper:
 1. Scale as in stage1.py (64 episodes a step, 200 steps, RLOO baseline, k1 KL in the reward).
 2. "Highest training reward" is the mean of r(y1) + r(y2) (without bonus and KL) over the
    save_every steps before each check; the paper does not define its window.
 3. The paper's optional extra prompts (first attempts sampled from the base model) are left out.
+4. --preset smol uses stage1.py's smol settings (its docstring, 6.): 128 episodes, 200 steps, lr 1e-5.
 """
 
 import dataclasses
@@ -94,7 +98,9 @@ class Config:
 
 PRESETS = {"tiny": dict(out_dir="out/tiny", steps=100, problems_per_step=16, samples_per_problem=4, micro_batch=64,
                         lr=1e-3, max_new_tokens=4, gradient_checkpointing=False, device="cpu", sample_every=20,
-                        save_every=20)}
+                        save_every=20),
+           "smol": dict(out_dir="out/smol", steps=200, problems_per_step=32, samples_per_problem=4, micro_batch=128,
+                        lr=1e-5, max_new_tokens=16, gradient_checkpointing=False, sample_every=20, save_every=25)}
 
 
 def shaped_rewards(r1, r2, alpha):

@@ -82,6 +82,10 @@ def load_problems(task, split, path="", limit=0, seed=0, max_operand=9, mix=""):
     return problems[:limit] if limit else problems
 
 
+# --preset smol's problems: two-digit addition and one-digit multiplication, half and half.
+# SmolLM2-135M-Instruct is right on 47.5 % of them at attempt 1 and 43.5 % at attempt 2 (greedy, README).
+SMOL_MIX = "+:99:99,*:9:9"
+
 ARITHMETIC_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 

@@ -3,6 +3,7 @@ fresh clone does not: then these tests are skipped). Checks the loading path for
 chat glue on a real template, our log-probs against the model's own loss, and one Stage I step."""
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -53,11 +54,27 @@ def test_gguf_logprobs_glue_and_sampling(gguf_path):
     assert "5" in tokenizer.decode(answers[0])  # the real model can add
 
 
-def test_stage1_step_on_the_gguf_model(gguf_path, tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "stage1.py"), "--model", gguf_path,
-                             "--task", "arithmetic", "--max_operand", "9", "--device", "cpu", "--steps", "1",
-                             "--problems_per_step", "2", "--samples_per_problem", "2", "--max_new_tokens", "8",
-                             "--gradient_checkpointing", "false", "--out_dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900)
+def run(script, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
+
+
+def test_smol_preset_wiring_on_the_gguf_model(gguf_path, tmp_path):
+    """--preset smol end to end, one step a stage on the CPU: the real model, the preset's settings, the
+    arithmetic mix, and the base / Stage I / Stage II table."""
+    out, small = str(tmp_path), ["--device", "cpu", "--steps", "1", "--problems_per_step", "2", "--micro_batch", "8"]
+    result = run("stage1.py", "--preset", "smol", "--model", gguf_path, "--out_dir", out, *small)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert os.path.isfile(os.path.join(tmp_path, "stage1", "model.safetensors"))
+    config = json.load(open(os.path.join(out, "stage1", "score_config.json")))
+    assert config["mix"] == "+:99:99,*:9:9" and config["lr"] == 1e-5 and config["beta2"] == 0.1
+    assert config["base_model"] == gguf_path
+    result = run("stage2.py", "--preset", "smol", "--out_dir", out, *small)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run("evaluate.py", "--preset", "smol", "--out_dir", out, "--device", "cpu", "--limit", "6",
+                 "--compare", "base,stage1,stage2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| base", "| stage1", "| stage2"))]
+    assert len(rows) == 3, result.stdout
+    with open(os.path.join(out, "eval", "base.jsonl")) as f:
+        questions = [json.loads(line)["id"] for line in f]
+    assert len(questions) == 6 and any("*" in q for q in questions) and any("+" in q for q in questions)
