@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import torch
 
-from model import (UsageError, append_jsonl, autocast, chat_prompt_ids, end_of_turn_ids, find_checkpoint,
-                   load_model, load_tokenizer, parse_config, read_run_config, require_device, save_checkpoint,
-                   token_logprobs, turn_end_id, turn_glue_ids)
+from model import (UsageError, all_gather, append_jsonl, autocast, chat_prompt_ids, end_of_turn_ids, find_checkpoint,
+                   init_distributed, load_model, load_tokenizer, main_process_first, parse_config, read_run_config,
+                   require_device, save_checkpoint, token_logprobs, turn_end_id, turn_glue_ids)
 from rollout import run_episodes
 from tasks import get_task, load_problems
 
@@ -123,11 +123,15 @@ def main(cfg):
     cfg.train_data = cfg.train_data or stage1["train_data"]
     cfg.init = cfg.init or stage1["base_model"]
     require_device(cfg.device, "baselines.py")
-    torch.manual_seed(cfg.seed)
+    rank, world_size, cfg.device = init_distributed(cfg.device)
+    torch.manual_seed(cfg.seed + rank)
     rng = random.Random(cfg.seed)
     task = get_task(cfg.task)
-    problems = load_problems(cfg.task, "train", cfg.train_data, seed=stage1["seed"], max_operand=stage1["max_operand"])
-    problems = rng.sample(problems, min(cfg.problems, len(problems)))
+    with main_process_first():
+        problems = load_problems(cfg.task, "train", cfg.train_data, seed=stage1["seed"],
+                                 max_operand=stage1["max_operand"], mix=stage1.get("mix", ""))
+    # torchrun: every rank draws the same problems and samples traces for its share of them.
+    problems = rng.sample(problems, min(cfg.problems, len(problems)))[rank::world_size]
     tokenizer = load_tokenizer(cfg.init)
     model = load_model(cfg.init, torch.device(cfg.device), torch.float32, trainable=True)
 
@@ -146,9 +150,6 @@ def main(cfg):
             # end-of-turn token, so the model also learns to stop).
             examples.append((episodes.input_ids[i, :length].tolist(),
                              episodes.action_masks[1, i, :length].long().tolist()))
-        if not examples:
-            raise UsageError(f"no successful corrections among {n} episodes: sample more "
-                             f"(--problems, --samples_per_problem)")
     else:
         # Every attempt of a problem's k samples, both turns; row j*k..j*k+k-1 belong to problem j.
         texts = [[episodes.responses[t][j * k + s] for t in range(2) for s in range(k)] for j in range(len(problems))]
@@ -165,10 +166,15 @@ def main(cfg):
             y_w = tokenizer(wrong, add_special_tokens=False).input_ids + [end]
             y_c = tokenizer(right, add_special_tokens=False).input_ids + [end]
             examples.append((x1 + y_w + glue + y_c, [0] * (len(x1) + len(y_w) + len(glue)) + [1] * len(y_c)))
-        if not examples:
-            raise UsageError(f"no problem had both a wrong and a right attempt among {n} episodes: sample more "
-                             f"(--problems, --samples_per_problem)")
-    print(f"{cfg.method}: {len(examples)} SFT examples from {n} episodes")
+    # torchrun: the SFT itself takes seconds next to the sampling, so rank 0 trains on every rank's
+    # examples and the others are done.
+    examples = [e for share in all_gather(examples) for e in share]
+    if rank != 0:
+        return
+    if not examples:
+        wanted = "successful corrections" if cfg.method == "star" else "problems with both a wrong and a right attempt"
+        raise UsageError(f"no {wanted} among {n * world_size} episodes: sample more (--problems, --samples_per_problem)")
+    print(f"{cfg.method}: {len(examples)} SFT examples from {n * world_size} episodes")
 
     # 3. fine-tune: NLL of the masked tokens, averaged over those tokens (never over padding).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -193,7 +199,8 @@ def main(cfg):
     # 4. checkpoint, with what evaluate.py reads (task, max_operand) in its score_config.json.
     path = os.path.join(cfg.out_dir, "baselines", cfg.method)
     save_checkpoint(model, tokenizer, {"stage": "sft", **dataclasses.asdict(cfg), "base_model": stage1["base_model"],
-                                       "max_operand": stage1["max_operand"], "examples": len(examples)}, path)
+                                       "max_operand": stage1["max_operand"], "mix": stage1.get("mix", ""),
+                                       "examples": len(examples)}, path)
     print(f"saved {path}")
 
 
