@@ -54,33 +54,73 @@ def _braced_argument(text: str, start: int) -> str | None:
     return text[start + 1 : close] if close > 0 else None
 
 
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, contents) of every \\boxed{...} / \\fbox{...}; `\\boxed 5` (no braces) also counts."""
+    found = []
+    for match in re.finditer(r"\\(?:boxed|fbox)", text):
+        rest_at = match.end() + len(text[match.end():]) - len(text[match.end():].lstrip())
+        if text.startswith("{", rest_at):
+            close = _matching_close(text, rest_at)
+            if close > 0:
+                found.append((match.start(), close + 1, text[rest_at + 1 : close]))
+        elif bare := re.match(r"\s+([^\s$]+)", text[match.end():]):
+            found.append((match.start(), match.end() + bare.end(), bare[1]))
+    return found
+
+
 def _last_boxed(text: str) -> str | None:
-    """Contents of the last \\boxed{...} or \\fbox{...}; `\\boxed 5` (no braces) also counts."""
+    """Contents of the last \\boxed{...} or \\fbox{...}; None if it has no balanced braces."""
+    boxes = _boxes(text)
     at = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if at < 0:
+    return boxes[-1][2] if boxes and boxes[-1][0] == at else None
+
+
+# What may stand between two boxes that answer together: `\boxed{1}, \boxed{2}`, `\boxed{-2} \quad
+# \text{and} \quad \boxed{1}`, `k = \boxed{45}, n = \boxed{2}`. Any other word ("then", "for part
+# (b)") means the earlier box was a step on the way, not part of the answer.
+_BOX_GLUE = re.compile(r"(?:\s|\$|\\[()\[\]]|[,;.]|\\q?quad|\\[,;! ]|\\text\{\s*(?:and|or|,)?\s*\}|\b(?:and|or)\b"
+                       r"|[A-Za-z](?:_\{?\w+\}?)?\s*=)*")
+
+
+def _boxed_answer(text: str) -> str | None:
+    """The last box, together with the boxes just before it that only glue separates; several
+    boxes become one list: `\\boxed{1} and \\boxed{2}` -> '1, 2'. None if the last box is broken."""
+    last = _last_boxed(text)
+    if last is None:
         return None
-    rest = text[at:].removeprefix("\\boxed").removeprefix("\\fbox")
-    if rest.lstrip().startswith("{"):
-        return _braced_argument(rest.lstrip(), 0)
-    bare = re.match(r"\s+([^\s$]+)", rest)
-    return bare.group(1) if bare else None
+    boxes = _boxes(text)
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        between = text[box[1] : group[0][0]]
+        if len(between) > 40 or not _BOX_GLUE.fullmatch(between):
+            break
+        group.insert(0, box)
+    return ", ".join(contents for _, _, contents in group)
+
+
+# Where a response that runs on after its final answer stops answering: a chat template's next
+# turn (the model did not stop), or a new sentence.
+_ANSWER_ENDS = re.compile(r"I hope it is correct|<\||</s>|\n|\b(?:Human|User|Assistant|Problem):|(?-i:\.\s+(?=[A-Z]))",
+                          re.IGNORECASE)
 
 
 def extract_answer(response: str) -> str | None:
-    """The final answer: the Minerva phrase or the last box, whichever comes last; else None.
+    """The final answer: the Minerva phrase or the last box(es), whichever comes last; else None.
 
     The paper's prompt asks for "Final Answer: The final answer is $X$. I hope it is correct.";
-    MATH reference solutions put the answer in \\boxed{X}.
+    MATH reference solutions put the answer in \\boxed{X}. Several boxes with only glue between
+    them (`\\boxed{1} and \\boxed{2}`) are one list answer.
     """
     if not response:
         return None
     phrase_at = max((m.end() for m in re.finditer(r"final answer is", response, re.IGNORECASE)), default=-1)
     if max(response.rfind("\\boxed"), response.rfind("\\fbox")) > phrase_at:
-        return _last_boxed(response)  # "The final answer is $\boxed{5}$" lands here too
+        return _boxed_answer(response)  # "The final answer is $\boxed{5}$" lands here too
     if phrase_at < 0:
         return None
-    answer = re.split(r"I hope it is correct", response[phrase_at:], flags=re.IGNORECASE)[0]
-    answer = answer.strip().split("\n")[0]  # the phrase's answer sits on one line
+    answer = response[phrase_at:].strip()
+    span = re.match(r"\$([^$]+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
+    answer = span[1] if span else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
     answer = answer.strip().rstrip(".").strip().strip("$").removeprefix("\\(").removesuffix("\\)")
     return answer.strip().rstrip(".").strip() or None
 
@@ -142,8 +182,8 @@ def _mixed_number(match: re.Match) -> str:
 def _normalize(answer: str) -> str:
     """A canonical string for one answer; see _NORMALIZE_RULES for each rule's reason."""
     answer = answer.strip()
-    if "\\boxed" in answer or "\\fbox" in answer:
-        answer = _last_boxed(answer) or answer
+    if "\\boxed" in answer or "\\fbox" in answer:  # a gold answer written as a solution
+        answer = _boxed_answer(answer) or answer
     for pattern, replacement in _NORMALIZE_RULES:
         answer = pattern.sub(replacement, answer)
     answer = re.sub(r"(?<![\d.}^_a-zA-Z])(\d+)\\frac\{(\d+)\}\{(\d+)\}", _mixed_number, answer)
