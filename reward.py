@@ -133,8 +133,8 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     (r"(?<=\d)(?:\{,\}|,\\!\s*|\\,)(?=\d{3})", ""),
     # spacing commands never change a value; (?<!\\) keeps the \\ between matrix rows
     (r"(?<!\\)\\[!,;: ]|\\q?quad\b|~|\\displaystyle|\\textstyle", " "),
-    # \dfrac, \tfrac (and \dbinom) are display sizes of \frac (\binom)
-    (r"\\[dt](frac|binom)", r"\\\1"),
+    # \dfrac, \tfrac, \cfrac (and \dbinom) are display sizes of \frac (\binom)
+    (r"\\[dtc](frac|binom)", r"\\\1"),
     # \left( \right] \bigl( only size the bracket
     (r"\\(?:left|right|[bB]igg?[lr]?)\b", ""),
     # degrees: MATH writes 90^\circ where the question already says "in degrees"
@@ -149,16 +149,17 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     (r"(?<=[\d}])\s+(?!(?:pi|sqrt)\b)(?=[a-zA-Z]{2})" + _UNIT, ""),
     # any other \text{...} is the answer itself: \text{Evelyn} -> Evelyn
     (r"\\text\{([^{}]*)\}", r"\1"),
-    # "2 or -3", "1 and -2": a list of answers
-    (r"\s+(?:or|and)\s+", ","),
+    # "2 or -3", "1 and -2", "(11,7)or(7,11)": a list of answers
+    (r"\s+(?:or|and)\s+|(?<=[)\]}])\s*(?:or|and)\s*(?=[(\[{])", ","),
     # one spelling for the empty set and for what a model may print in unicode or words
     (r"\\varnothing|\\\{\s*\\\}", r"\\emptyset"), (r"\\mathbb\{R\}", r"(-\\infty,\\infty)"),
     (r"∞|(?<![a-zA-Z\\])infinity", r"\\infty "), (r"π", r"\\pi "), (r"−", "-"),
     (r"[×·]", r"\\cdot "), (r"√", r"\\sqrt"),
     # `x \in [-2,7]`, `(x, y) = (1, 2)`: only the set or the tuple is the answer
     (r"^\s*(?:[a-zA-Z]\s*\\in|\(\s*[a-z](?:\s*,\s*[a-z])+\s*\)\s*=)\s*", ""),
-    # `-2 \le x \le 7` is the interval [-2,7], `a < x < b` is (a,b)
-    (r"^(.+?)\\leq?\s*[a-zA-Z]\s*\\leq?(.+)$", r"[\1,\2]"), (r"^(.+?)<\s*[a-zA-Z]\s*<(.+)$", r"(\1,\2)"),
+    # one spelling per relation, for _as_intervals
+    (r"\\leq?(?:slant)?(?![a-zA-Z])|<=|≤", "≤"), (r"\\geq?(?:slant)?(?![a-zA-Z])|>=|≥", "≥"),
+    (r"\\lt(?![a-zA-Z])", "<"), (r"\\gt(?![a-zA-Z])", ">"),
     # whitespace only matters between two letters (\cot x, \pi r); drop the rest
     (r"\s+", " "), (r"(?<![a-zA-Z]) | (?![a-zA-Z])", ""),
     # \frac12, \frac 34, \frac9{19}, \frac{270}7, \sqrt2: brace the one-character arguments
@@ -189,9 +190,48 @@ def _normalize(answer: str) -> str:
     answer = re.sub(r"(?<![\d.}^_a-zA-Z])(\d+)\\frac\{(\d+)\}\{(\d+)\}", _mixed_number, answer)
     if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer):  # 11,111,100 (a list has spaces)
         answer = answer.replace(",", "")
+    several = [len(_split_top_level(answer, separator)) > 1 for separator in ",;"]
+    if several[1] and not several[0] or ";" in answer and not several[1]:  # 1; 2 and (0;1) are 1, 2 and (0,1)
+        answer = answer.replace(";", ",")  # (but p=5,q=2; p=7,q=2 keeps its two levels)
+    answer = _as_intervals(answer) or answer
     while answer[:1] == "{" and _matching_close(answer, 0) == len(answer) - 1:  # {5} is 5
         answer = answer[1:-1]
     return answer
+
+
+_BOUND_RELATION = re.compile(r"(≤|≥|<|>)")
+_VARIABLE = re.compile(r"[a-zA-Z](?:\([a-zA-Z]\))?")  # x, f(x)
+
+
+def _as_interval(inequality: str) -> str | None:
+    """x≤5 -> (-\\infty,5], 5≥x -> (-\\infty,5], -2≤x<7 -> [-2,7), 0<f(x)<1 -> (0,1); else None.
+    Open and closed ends are kept, so x<5 never equals (-\\infty,5]."""
+    parts = _BOUND_RELATION.split(inequality)
+    less = [op in "<≤" for op in parts[1::2]]
+    ends = [("[" if op in "≤≥" else "(", "]" if op in "≤≥" else ")") for op in parts[1::2]]
+    if len(parts) == 5 and _VARIABLE.fullmatch(parts[2]) and less[0] == less[1]:  # a<x<b, b>x>a
+        low, high, (low_end, high_end) = (parts[0], parts[4], (ends[0][0], ends[1][1])) if less[0] else \
+                                         (parts[4], parts[0], (ends[1][0], ends[0][1]))
+    elif len(parts) == 3 and _VARIABLE.fullmatch(parts[0]):  # x<b, x>a
+        low, high = ("-\\infty", parts[2]) if less[0] else (parts[2], "\\infty")
+        low_end, high_end = ("(", ends[0][1]) if less[0] else (ends[0][0], ")")
+    elif len(parts) == 3 and _VARIABLE.fullmatch(parts[2]):  # a<x, b>x
+        low, high = (parts[0], "\\infty") if less[0] else ("-\\infty", parts[0])
+        low_end, high_end = (ends[0][0], ")") if less[0] else ("(", ends[0][1])
+    else:
+        return None
+    if not low or not high or _VARIABLE.fullmatch(low) or _VARIABLE.fullmatch(high):
+        return None
+    return f"{low_end}{low},{high}{high_end}"
+
+
+def _as_intervals(answer: str) -> str | None:
+    """An inequality, or several joined by `or` (now commas) or \\cup, as a union of intervals."""
+    if not _BOUND_RELATION.search(answer):
+        return None
+    parts = [part for piece in _split_top_level(answer, "\\cup") for part in _split_top_level(piece, ",")]
+    intervals = [_as_interval(part) for part in parts]
+    return None if None in intervals else "\\cup".join(intervals)
 
 
 # ---- Shape: ("matrix", rows) ("union", intervals) ("tuple", brackets, items) ("set", items) ("value", text)
@@ -266,13 +306,19 @@ def _same_shape(pred: tuple, gold: tuple, deadline: float) -> bool:
         return pred[1] == gold[1] and same_items(pred[2], gold[2])
     if gold[0] == "union":
         return _same_unordered(pred[1], gold[1], lambda a, b: _same_shape(a, b, deadline))
+    if all(item[:1] == "(" for item in pred[1] + gold[1]):  # solutions (x, y): the same set, a repeat is no new one
+        same = lambda a, b: _same_shape(_shape(a), _shape(b), deadline)  # noqa: E731
+        return all(any(same(a, b) for b in gold[1]) for a in pred[1]) and \
+            all(any(same(a, b) for a in pred[1]) for b in gold[1])
     return _same_unordered(pred[1], gold[1], lambda a, b: _same_value(a, b, deadline))
 
 
 # ---- One value against another -----------------------------------------------------------------
 
 _MATH_WORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi"}
-_ASSIGNMENT = re.compile(r"^(?:[a-zA-Z](?:_\w)?|[a-zA-Z]\([a-z]\))=(?!=)")  # x=, a_1=, f(x)=
+# A label before an answer: x=, a_1=, f(x)=, AB=, |AB|=, V_1:V_2=, \frac{NO}{BO}=
+_NAME = r"(?:\|[A-Za-z]+\||[A-Za-z](?:[A-Za-z0-9']|_\{?\w+\}?)*|\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|[a-zA-Z]\([a-z]\))"
+_LABEL = re.compile(rf"^{_NAME}(?::{_NAME})*=(?!=)")
 _NUMBER_WORDS = {word: str(n) for n, word in enumerate("zero one two three four five six seven eight nine".split())}
 
 
@@ -303,18 +349,35 @@ def _as_fraction(value: str) -> Fraction | None:
         return None
 
 
+def _without_label(value: str) -> str:
+    """AB=4 -> 4, |AB|=1 -> 1, V_1:V_2=11:21 -> 11:21; x=2+3=5 -> 5 (a chain ends in its value)."""
+    unlabelled = _LABEL.sub("", value, count=1)
+    return unlabelled.rsplit("=", 1)[-1] if unlabelled != value else value
+
+
+def _rounds_to(decimal: str, exact: Fraction, exact_text: str) -> bool:
+    """0.0833 for 1/12: a decimal of 4 or more places that is the exact fraction rounded to those
+    places. Only against a fraction: a decimal gold (2.5) must be matched as written."""
+    places = re.fullmatch(r"-?\d*\.(\d{4,})", decimal)
+    if not places or "." in exact_text:
+        return False
+    scale = 10 ** len(places[1])
+    return abs(Fraction(decimal) * scale - exact * scale) <= Fraction(1, 2)
+
+
 def _same_value(pred: str, gold: str, deadline: float) -> bool:
     pred, gold = (re.sub(r"^\(([A-Za-z])\)$", r"\1", v) for v in (pred, gold))  # choice (B) is B
     pred, gold = (_NUMBER_WORDS.get(v.lower(), v) for v in (pred, gold))  # "four" is 4
     if pred == gold:
         return True
-    if _is_words(pred) or _is_words(gold):
-        return _ASSIGNMENT.sub("", pred).lower() == _ASSIGNMENT.sub("", gold).lower()
-    if pred.count("=") == gold.count("=") == 1:  # equations: the same up to a factor?
+    words = _is_words(pred) or _is_words(gold)
+    if pred.count("=") == gold.count("=") == 1 and not words:  # equations: the same up to a factor?
         pred_zero, gold_zero = ("({})-({})".format(*v.split("=")) for v in (pred, gold))
         if _sympy_says_equal(pred_zero, gold_zero, "equation", deadline):
             return True  # y - x = 1 is y = x + 1
-    pred, gold = (_ASSIGNMENT.sub("", v) for v in (pred, gold))  # x = 5 answers 5
+    pred, gold = (_without_label(v) for v in (pred, gold))  # x = 5 answers 5
+    if _is_words(pred) or _is_words(gold):
+        return pred.lower() == gold.lower()
     if pred == gold or not pred or not gold or "=" in pred + gold:
         return pred == gold and bool(pred)
     pred_base, gold_base = _base_number(pred), _base_number(gold)
@@ -323,7 +386,7 @@ def _same_value(pred: str, gold: str, deadline: float) -> bool:
         return (pred_base or (pred,))[0] == (gold_base or (gold,))[0] and bases_agree
     pred_number, gold_number = _as_fraction(pred), _as_fraction(gold)
     if pred_number is not None and gold_number is not None:
-        return pred_number == gold_number
+        return pred_number == gold_number or _rounds_to(pred, gold_number, gold) or _rounds_to(gold, pred_number, pred)
     return _sympy_says_equal(pred, gold, "value", deadline)
 
 
@@ -343,6 +406,8 @@ def _to_sympy_syntax(latex: str) -> str | None:
     if len(latex) > 500:
         return None
     text = re.sub(r"\\sqrt\[([^\[\]]*)\]", r"\\root{\1}", latex)  # \sqrt[3]{8} -> \root{3}{8}
+    # \sec^2 y, \sin^{2}(2x): the power belongs to the value, sec(y)^2, not to the name
+    text = re.sub(r"\\(sin|cos|tan|cot|sec|csc)\^(\d|\{\d+\})\s*(\([^()]*\)|\\?[a-zA-Z0-9]+)", r"(\\\1(\3))^\2", text)
     for command, (arity, template) in _LATEX_FUNCTIONS.items():
         while (at := text.rfind(command)) >= 0:  # the last one has no other inside its arguments
             arguments, end = [], at + len(command)
