@@ -119,7 +119,7 @@ def extract_answer(response: str) -> str | None:
     if phrase_at < 0:
         return None
     answer = response[phrase_at:].strip()
-    span = re.match(r"\$([^$]+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
+    span = re.match(r"\$((?:[^$\\]|\\.)+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
     answer = span[1] if span else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
     answer = answer.strip().rstrip(".").strip().strip("$").removeprefix("\\(").removesuffix("\\)")
     return answer.strip().rstrip(".").strip() or None
@@ -132,7 +132,10 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     # explicit thousands separators: 18{,}360, 10,\!080, 26\,000 are one number
     (r"(?<=\d)(?:\{,\}|,\\!\s*|\\,)(?=\d{3})", ""),
     # spacing commands never change a value; (?<!\\) keeps the \\ between matrix rows
-    (r"(?<!\\)\\[!,;: ]|\\q?quad\b|~|\\displaystyle|\\textstyle", " "),
+    (r"(?<!\\)\\[!,;: ]|\\q?quad|~|\\displaystyle|\\textstyle", " "),
+    # an escaped backslash, \\frac, is a command written inside a string (a \\ row break is never
+    # followed by one of these names)
+    (r"\\\\(?=(?:left|right|frac|dfrac|tfrac|sqrt|le|leq|ge|geq|pi|cdot|infty|in|boxed)(?![a-zA-Z]))", r"\\"),
     # \dfrac, \tfrac, \cfrac (and \dbinom) are display sizes of \frac (\binom)
     (r"\\[dtc](frac|binom)", r"\\\1"),
     # \left( \right] \bigl( only size the bracket
@@ -183,12 +186,13 @@ def _mixed_number(match: re.Match) -> str:
 def _normalize(answer: str) -> str:
     """A canonical string for one answer; see _NORMALIZE_RULES for each rule's reason."""
     answer = answer.strip()
+    spaced_list = re.search(r"\d,\s+\d", answer)  # 32, 349 is a list; 32,349 a number
     if "\\boxed" in answer or "\\fbox" in answer:  # a gold answer written as a solution
         answer = _boxed_answer(answer) or answer
     for pattern, replacement in _NORMALIZE_RULES:
         answer = pattern.sub(replacement, answer)
     answer = re.sub(r"(?<![\d.}^_a-zA-Z])(\d+)\\frac\{(\d+)\}\{(\d+)\}", _mixed_number, answer)
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer):  # 11,111,100 (a list has spaces)
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer) and not spaced_list:  # 11,111,100
         answer = answer.replace(",", "")
     several = [len(_split_top_level(answer, separator)) > 1 for separator in ",;"]
     if several[1] and not several[0] or ";" in answer and not several[1]:  # 1; 2 and (0;1) are 1, 2 and (0,1)
@@ -258,6 +262,10 @@ def _normalize_items(items: list[str]) -> list[str]:
 
 
 def _shape(answer: str) -> tuple:
+    if (label := _LABEL.match(answer)) and answer[label.end():][:1] in ("(", "[", "\\"):
+        unlabelled = _shape(answer[label.end():])
+        if unlabelled[0] != "value":  # BC = \begin{pmatrix}...\end{pmatrix}, P = (1, 2)
+            return unlabelled
     matrix = re.fullmatch(r"\(?\\begin\{[pbvBV]?matrix\}(.*)\\end\{[pbvBV]?matrix\}\)?", answer)
     if matrix:
         rows = [row for row in matrix[1].split("\\\\") if row.strip()]
@@ -351,6 +359,9 @@ def _as_fraction(value: str) -> Fraction | None:
 
 def _without_label(value: str) -> str:
     """AB=4 -> 4, |AB|=1 -> 1, V_1:V_2=11:21 -> 11:21; x=2+3=5 -> 5 (a chain ends in its value)."""
+    if "\\approx" in value:  # x = 1/3 \approx 0.33 -> 1/3; x \approx 11 -> 11
+        before, after = value.split("\\approx", 1)
+        value = after if not before or _LABEL.fullmatch(before + "=") else before
     unlabelled = _LABEL.sub("", value, count=1)
     return unlabelled.rsplit("=", 1)[-1] if unlabelled != value else value
 
