@@ -14,13 +14,23 @@ How one check works (`check_program`):
   2. The child is `python -I` (isolated mode: ignores PYTHON* variables, user site-packages and the
      cwd on sys.path) with a four-variable environment, so no API keys or tokens are inherited,
      and close_fds, so it gets none of the caller's open files or sockets.
-  3. It starts in a new session (its own process group), so on exit or timeout we can SIGKILL the
-     program and every process it forked that stayed in the group.
-  4. The trusted harness (_HARNESS below) reads the job from stdin, sets rlimits (CPU seconds,
-     address space, processes, file size, open files, no core dumps), and, when we run as root,
-     drops to the user `nobody` before any untrusted line runs. Root ignores RLIMIT_NPROC and may
-     write any file or kill any process; `nobody` may not, which is what makes the limits real.
-  5. It runs the program, then the tests, in one namespace. Only if the tests run to their end does
+  3. It starts in a new session. The trusted harness (_HARNESS below) reads the job from stdin and
+     forks: the parent stays as a supervisor and marks itself a child subreaper (prctl
+     PR_SET_CHILD_SUBREAPER), so every orphan below it, even one that called setsid() or was
+     double-forked, is re-parented to it rather than to init. When the worker exits, or at the
+     wall-clock limit (we send the supervisor SIGTERM), it SIGKILLs the worker's process group and
+     then every process left below it, generation by generation, and exits with the worker's
+     status. So nothing the program started is alive when the check returns.
+  4. The worker sets rlimits (CPU seconds, address space, processes, file size, open files, no
+     core dumps), and, when we run as root, drops to the user `nobody` before any untrusted line
+     runs. Root ignores RLIMIT_NPROC and may write any file or kill any process; `nobody` may not,
+     which is what makes the limits real. The supervisor keeps root, so the program cannot kill it.
+  5. It runs the program, then the tests, in a copy of the program's namespace. Every call in the
+     tests, f(x), goes through a trusted wrapper that turns the result into plain builtin values
+     with C-level conversions a subclass cannot override (make_checked_call in the harness): an
+     object whose __eq__ always returns True, also as an int, float or str subclass, becomes a
+     plain value or an object that refuses every comparison, so `assert f(x) == y` and
+     HumanEval's `check(candidate)` fail. Only if the tests run to their end does
      the harness read a one-time nonce from a pipe the parent filled and copy it to a second pipe.
      The parent says "passed" only for: exited within the time limit, exit code 0, and the exact
      nonce. So `exit(0)`, `os._exit(0)`, `sys.exit()` during the tests, printing "passed", or an
@@ -28,32 +38,37 @@ How one check works (`check_program`):
      The nonce is not in the child's memory while the untrusted code runs (it sits in the pipe).
   6. Output (stdout and stderr together) goes to an unnamed temporary file capped by RLIMIT_FSIZE,
      so a 1 GB print fails with EFBIG instead of filling the caller's memory or disk.
-The price is a fresh interpreter per check, about 60 ms of one core; run_tests_batch runs one
-check per core at a time (about 25 checks/s on 2 cores, hanging programs aside).
+The price is a fresh interpreter per check, about 60 ms of one core (the supervisor's fork and the
+wrapped calls add little); run_tests_batch runs one check per core at a time.
 
 What this does NOT protect against. It is not a security boundary like a container, a VM, gVisor
 or seccomp; it stops accidents and reward hacks a model stumbles into, not a determined attacker:
   1. The program runs in the harness's own process. Code that goes looking (sys._getframe,
      gc.get_objects, /proc/self/fd) can find the pipes and forge the nonce, skip lines with a trace
-     function, or patch modules the tests use (e.g. math.isclose). We restore the builtins and clear
-     trace/profile hooks before the tests, which stops only the obvious patches. Returning an object
-     whose __eq__ is always True also passes `assert f(x) == y`: that is a hole in the tests.
+     function, or patch modules the tests use (e.g. math.isclose, Fraction.__eq__). We restore the
+     builtins and clear trace/profile hooks before the tests, which stops only the obvious patches.
+     Results are made plain only where the tests call something: an always-equal object still
+     gets through an attribute of a returned object (`f(x).value == 3`), a callback the program
+     receives (`sorted(xs, key=f)`), a global the tests read without calling, or a container type
+     the wrapper does not know (a dict view, an array).
   2. Without root there is no uid drop: the program runs as you. It can then read and write your
      files, read /proc/<parent>/environ (the caller's secrets), and os.kill(-1, 9) every process you
      own, including the trainer. RLIMIT_NPROC counts all of your processes, not only the sandbox's.
+     It can also kill its supervisor first, and then a setsid()'d child escapes as in 4.
   3. As `nobody` it can still read world-readable files, write world-writable places (/tmp,
      /dev/shm) where files outlive the check, use the network, and signal other checks running as
      `nobody` at the same moment (they would then fail). The process cap is per user, so a fork bomb
      in one check can make a concurrent check's fork or thread fail; killed processes count until
-     init reaps them.
-  4. A forked child that calls setsid() leaves the process group and survives the final kill; its
-     RLIMIT_CPU still ends it after that many CPU seconds, but a sleeping one lives on.
+     their supervisor reaps them.
+  4. A process is only caught while it is a descendant of the supervisor: as root the program
+     cannot kill the supervisor, but a helper that already runs outside (a daemon it asks over a
+     socket, `at`, systemd-run) is beyond reach.
   5. Memory is capped per process (RLIMIT_AS), not in total: N forked processes may use N times the
      cap, and there is no disk quota beyond RLIMIT_FSIZE per file. cgroups would fix both.
   6. When the interpreter lives where `nobody` cannot read it (e.g. /root/.pyenv), only modules the
      harness imported before dropping privileges (_PRELOADED_MODULES) can be imported by the
      program; another import fails and the check scores 0. Extend the list if a dataset needs more.
-Linux only (rlimits, pidfd_open).
+Linux only (rlimits, pidfd_open, prctl, /proc).
 """
 
 import argparse
@@ -235,7 +250,9 @@ def make_checked_call():
     or namedtuple become the base type); the conversions are C-level methods (int.__pos__,
     list.__iter__, ...) that a subclass cannot override. Objects of the interpreter's C types
     and of classes that existed before the program ran pass unchanged (iterators are wrapped so
-    that their items are made plain). An object of a class the program defined passes only if
+    that their items are made plain), and so does what the tests build themselves with such a
+    class, Counter(...) or Fraction(...), if it is not a builtin container. An object of a class
+    the program defined passes only if
     that class defines no special method beyond __init__ / __repr__ / __str__; anything else
     becomes an object that raises on every comparison, so the test fails."""
     exact = {id(kind) for kind in (int, float, complex, str, bytes, bool, type(None))}
@@ -254,6 +271,7 @@ def make_checked_call():
                                         type(iter(())), type(iter(set())), type(iter({}.values())),
                                         type(iter(int, 1))] + [value for value in vars(itertools).values()
                                                                 if isinstance(value, type)]}
+    containers = {same_id(kind) for kind in (list, tuple, dict, set, frozenset)}
     trusted = {same_id(value) for module in list(sys.modules.values())
                for value in list(getattr(module, "__dict__", {}).values()) if isinstance(value, type)}
 
@@ -297,7 +315,10 @@ def make_checked_call():
         return value if inert(kind) else NotPlain(kind)
 
     def checked_call(function, /, *args, **kwargs):
-        return plain(function(*args, **kwargs))
+        result = function(*args, **kwargs)
+        if same_id(function) in trusted - containers and same_id(type_of(result)) == same_id(function):
+            return result  # the tests' own Counter(...), Fraction(...): keep their type and methods
+        return plain(result)  # list(map(candidate, xs)) is plain() too
 
     return checked_call
 
