@@ -105,7 +105,7 @@ _OUTPUT_TAIL_BYTES = 8 * 2**10  # how much of the output we keep for debugging (
 # The trusted part of the child. It runs as `python -I -c _HARNESS` and reads its job as JSON on
 # stdin. Everything before `run(program, namespace)` runs before any untrusted code.
 _HARNESS = r'''
-import _ast, builtins, collections, ctypes, json, os, resource, signal, sys
+import _ast, builtins, collections, ctypes, gc, json, os, resource, signal, sys
 
 def main():
     # 1. Keep our own references to everything used after the program has run: it can rebind
@@ -115,16 +115,17 @@ def main():
     settrace, setprofile = sys.settrace, sys.setprofile
     stdout, stderr = sys.stdout, sys.stderr
     job = json.loads(sys.stdin.buffer.read())  # stdin is now at EOF, so input() raises EOFError
+
+    # 2. Split into a supervisor (keeps our uid) and a worker (runs the program); the supervisor
+    #    returns only after the worker and every process it started are dead. Forking this early,
+    #    with little memory in use, keeps the worker's copy-on-write faults cheap.
+    supervise(job["nonce_fd"], job["result_fd"])
     for name in job["preload"]:
         try:
             __import__(name)
         except ImportError:
             pass
     checked_call = make_checked_call()  # before any untrusted line: it snapshots the trusted types
-
-    # 2. Split into a supervisor (keeps our uid) and a worker (runs the program); the supervisor
-    #    returns only after the worker and every process it started are dead.
-    supervise(job["nonce_fd"], job["result_fd"])
 
     # 3. Limits, then (as root) become `nobody`; setuid(0) is impossible afterwards. We only ever
     #    lower a hard limit, which any user may do.
@@ -183,6 +184,7 @@ def supervise(nonce_fd, result_fd):
     # Block the signals we wait for before forking, so none arrives before we listen.
     waited_for = {signal.SIGCHLD, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited_for)
+    gc.freeze()  # the worker's collector then leaves the pages it shares with us alone
     worker = os.fork()
     if worker == 0:
         os.setpgid(0, 0)
