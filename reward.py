@@ -77,8 +77,9 @@ def _last_boxed(text: str) -> str | None:
 
 # What may stand between two boxes that answer together: `\boxed{1}, \boxed{2}`, `\boxed{-2} \quad
 # \text{and} \quad \boxed{1}`, `k = \boxed{45}, n = \boxed{2}`. Any other word ("then", "for part
-# (b)") means the earlier box was a step on the way, not part of the answer.
-_BOX_GLUE = re.compile(r"(?:\s|\$|\\[()\[\]]|[,;.]|\\q?quad|\\[,;! ]|\\text\{\s*(?:and|or|,)?\s*\}|\b(?:and|or)\b"
+# (b)") means the earlier box was a step on the way. "or" is not glue either: MATH writes
+# `\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}` for one value in two spellings.
+_BOX_GLUE = re.compile(r"(?:\s|\$|\\[()\[\]]|[,;.]|\\q?quad|\\[,;! ]|\\text\{\s*(?:and|,)?\s*\}|\band\b"
                        r"|[A-Za-z](?:_\{?\w+\}?)?\s*=)*")
 
 
@@ -368,9 +369,13 @@ def _without_label(value: str) -> str:
 
 def _rounds_to(decimal: str, exact: Fraction, exact_text: str) -> bool:
     """0.0833 for 1/12: a decimal of 4 or more places that is the exact fraction rounded to those
-    places. Only against a fraction: a decimal gold (2.5) must be matched as written."""
+    places. Only for a fraction with no finite decimal; 2.5 or 448/15625 must be matched exactly."""
     places = re.fullmatch(r"-?\d*\.(\d{4,})", decimal)
-    if not places or "." in exact_text:
+    denominator = exact.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if not places or "." in exact_text or denominator == 1:  # 448/15625 = 0.028672 exactly: no rounding
         return False
     scale = 10 ** len(places[1])
     return abs(Fraction(decimal) * scale - exact * scale) <= Fraction(1, 2)

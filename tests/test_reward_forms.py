@@ -34,7 +34,8 @@ def test_a_run_on_response_still_needs_the_right_answer():
     ("The roots are $\\boxed{1}, \\boxed{2}$.", "1, 2"),
     ("so $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$", "-2, 1"),
     ("Thus $k = \\boxed{45}$ and $n = \\boxed{2}$.", "45, 2"),
-    ("\\( \\boxed{3} \\) or \\( \\boxed{-3} \\)", "3, -3"),
+    ("\\( \\boxed{3} \\) and \\( \\boxed{-3} \\)", "3, -3"),
+    ("$d = \\boxed{15\\frac{39}{40}}$, or $\\boxed{\\frac{639}{40}}$ inches.", "\\frac{639}{40}"),  # MATH500's own
     ("First $\\boxed{1}$, then $\\boxed{\\{1, 2\\}}$.", "\\{1, 2\\}"),  # a word between: a step, then the answer
     ("we get $\\boxed{4}$ for part (a) and $\\boxed{5}$", "5"),
 ])
