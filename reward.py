@@ -10,18 +10,30 @@ hand-labelled pairs in tests/math_equiv_cases.jsonl (tests/test_reward_math.py).
     math_reward(response, gold)        1.0 / 0.0 for a MATH solution; never raises
     arithmetic_reward(response, gold)  1.0 / 0.0 for the synthetic arithmetic task
 
+Where the answer is (extract_answer): after the last "final answer is", up to where the response
+runs on (a new sentence, a chat template's next turn); or the last \boxed{}, together with the
+boxes just before it that only glue separates (`\boxed{1} and \boxed{2}` is the list 1, 2).
+
 How is_equiv decides, cheapest step first:
-1. normalize both strings with the rules in _NORMALIZE_RULES (units, \\left, spacing, ...);
+1. normalize both strings with the rules in _NORMALIZE_RULES (units, \left, spacing, ...); `;`
+   separates list items like `,`; an inequality (x <= 5, -2 <= x < 7, 0 < f(x) < 1, several
+   joined by "or") becomes its interval or union, open and closed ends kept;
 2. read each answer's shape: matrix, union of intervals, tuple / interval (order and brackets
-   matter), unordered list or set (order does not), or a single value;
-3. compare single values: equal strings; words as text; plain numbers exactly (Fraction);
-   only what is left goes to sympy;
+   matter), unordered list or set (order does not; a list of tuples is a set of solutions), or a
+   single value; a label before it goes (AB = 4, |AB| = 1, V_1:V_2 = 11:21, BC = (matrix));
+3. compare single values: equal strings; words as text; plain numbers exactly (Fraction), except
+   that a decimal of 4+ places matches a fraction with no finite decimal if it is that fraction
+   rounded (0.0833 for 1/12); only what is left goes to sympy (identities such as sec^2 y =
+   tan^2 y + 1, factors in another order);
 4. sympy runs in a child process (`python reward.py --sympy-worker`) under a deadline: a thread
    cannot be killed but a process can, and signal.alarm only works on the main thread. A hostile
    answer like 10^{10^{10}} costs timeout_s and a worker restart, never a hang.
 
 Known limits: the question is not seen, so units, "simplest form" and radians vs degrees are
-judged on the value alone; \\log_b, |x| and inequalities other than a <= x <= b are not parsed.
+judged on the value alone; a label is dropped whatever it names (x = 5 answers "find y" too);
+\log_b, |x|, \sum, decimal commas (1000,99), answers in free text without a box or the phrase,
+"or" between boxes (MATH uses it for two spellings of one value) and inequalities in -x or |x|
+are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
 """
 
 import json
