@@ -11,11 +11,11 @@ hand-labelled pairs in tests/math_equiv_cases.jsonl (tests/test_reward_math.py).
     arithmetic_reward(response, gold)  1.0 / 0.0 for the synthetic arithmetic task
 
 Where the answer is (extract_answer): after the last "final answer is", up to where the response
-runs on (a new sentence, a chat template's next turn); or the last \boxed{}, together with the
-boxes just before it that only glue separates (`\boxed{1} and \boxed{2}` is the list 1, 2).
+runs on (a new sentence, a chat template's next turn); or the last \\boxed{}, together with the
+boxes just before it that only glue separates (`\\boxed{1} and \\boxed{2}` is the list 1, 2).
 
 How is_equiv decides, cheapest step first:
-1. normalize both strings with the rules in _NORMALIZE_RULES (units, \left, spacing, ...); `;`
+1. normalize both strings with the rules in _NORMALIZE_RULES (units, \\left, spacing, ...); `;`
    separates list items like `,`; an inequality (x <= 5, -2 <= x < 7, 0 < f(x) < 1, several
    joined by "or") becomes its interval or union, open and closed ends kept;
 2. read each answer's shape: matrix, union of intervals, tuple / interval (order and brackets
@@ -31,7 +31,7 @@ How is_equiv decides, cheapest step first:
 
 Known limits: the question is not seen, so units, "simplest form" and radians vs degrees are
 judged on the value alone; a label is dropped whatever it names (x = 5 answers "find y" too);
-\log_b, |x|, \sum, decimal commas (1000,99), answers in free text without a box or the phrase,
+\\log_b, |x|, \\sum, decimal commas (1000,99), answers in free text without a box or the phrase,
 "or" between boxes (MATH uses it for two spellings of one value) and inequalities in -x or |x|
 are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
 """
@@ -587,7 +587,14 @@ def math_reward(response: str, gold: str) -> float:
     """r̂(y, y*) for MATH: 1.0 if the response's final answer equals the gold answer, else 0.0."""
     try:
         answer = extract_answer(response)
-        return 1.0 if answer is not None and is_equiv(answer, gold) else 0.0
+        if answer is not None and is_equiv(answer, gold):
+            return 1.0
+        # MATH's own solutions sometimes box every root or both spellings while the gold is only
+        # the last box ("the solutions are \boxed{-1} and \boxed{2}", gold 2). So the last box alone
+        # also counts, as it did before glued boxes were read as a list; that pays nothing a
+        # last-box grader would not pay, and a box that lists only some elements still scores 0.
+        last = _last_boxed(response) if answer is not None and answer != _last_boxed(response) else None
+        return 1.0 if last is not None and is_equiv(last, gold) else 0.0
     except Exception:  # a checker bug must cost one reward, never the training run
         return 0.0
 

@@ -50,6 +50,10 @@ def test_glued_boxes_form_one_answer(response, answer):
     ("$\\boxed{1}$ and $\\boxed{2}$", "1, -2", 0.0),  # a wrong sign
     ("so $\\boxed{1}$.", "1, -2", 0.0),  # a missing element
     ("$\\boxed{1}, \\boxed{-2}, \\boxed{3}$", "1, -2", 0.0),  # one too many
+    # MATH's reference solutions box both roots where the gold is the last one: the last box counts
+    ("the values $a = \\boxed{-1}$ and $a = \\boxed{2}.$", "2", 1.0),
+    ("the values $a = \\boxed{-1}$ and $a = \\boxed{2}.$", "-1", 0.0),
+    ("the values $a = \\boxed{-1}$ and $a = \\boxed{2}.$", "-2", 0.0),
 ])
 def test_several_boxes_against_gold(response, gold, reward):
     assert math_reward(response, gold) == reward
