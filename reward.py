@@ -209,7 +209,10 @@ def _normalize(answer: str) -> str:
         answer = answer.replace(",", "")
     several = [len(_split_top_level(answer, separator)) > 1 for separator in ",;"]
     if several[1] and not several[0] or ";" in answer and not several[1]:  # 1; 2 and (0;1) are 1, 2 and (0,1)
-        answer = answer.replace(";", ",")  # (but p=5,q=2; p=7,q=2 keeps its two levels)
+        answer = answer.replace(";", ",")
+    elif all(several):  # p=5,q=2;p=7,q=2: solutions of labelled values are the tuples (5,2),(7,2)
+        solutions = [_split_top_level(part, ",") for part in _split_top_level(answer, ";")]
+        answer = ",".join("(" + ",".join(_without_label(value) for value in values) + ")" for values in solutions)
     answer = _as_intervals(answer) or answer
     while answer[:1] == "{" and _matching_close(answer, 0) == len(answer) - 1:  # {5} is 5
         answer = answer[1:-1]

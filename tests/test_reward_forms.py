@@ -67,6 +67,8 @@ FORMS = {
         ("|AB|=1", "1", True), ("A:B=1", "1", True), ("\\frac{NO}{BO}=\\frac{1}{\\sqrt{6}}", "\\frac{1}{\\sqrt{6}}", True),
         ("x_{1}=2,\\quad x_{2}=3", "2, 3", True), ("BC = \\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", True),
         ("x = 2 + 3 = 5", "5", True),
+        ("p=5,q=2;p=7,q=2", "(5,2),(7,2)", True),
+        ("p=5,q=2;p=7,q=2", "(2,5),(7,2)", False), ("p=5,q=2;p=7,q=3", "(5,2),(7,2)", False),
         ("AB=4, CD=6", "4, 5", False), ("|AB|=-1", "1", False), ("V_1:V_2=21:11", "11:21", False),
         ("x+y=5", "5", False), ("2x=6", "6", False), ("x = 5 = 2 + 4", "5", False),
     ],
