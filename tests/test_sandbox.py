@@ -1,5 +1,6 @@
 """Tests for sandbox.py: code extraction, honest pass/fail on small HumanEval- and MBPP-style
-problems, hostile programs, and attempts to fake success. CPU only, ~20 s on 2 cores.
+problems, hostile programs, attempts to fake success (exit codes, patched asserts, objects that
+equal everything), and processes that try to outlive their check. CPU only, ~30 s on 2 cores.
 
 Every hostile test is bounded (short timeouts, a limited number of forks) and only ever targets
 files and processes the test itself created, so a broken sandbox fails the test, not the machine.
