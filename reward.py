@@ -227,6 +227,11 @@ def _as_interval(inequality: str) -> str | None:
     """x≤5 -> (-\\infty,5], 5≥x -> (-\\infty,5], -2≤x<7 -> [-2,7), 0<f(x)<1 -> (0,1); else None.
     Open and closed ends are kept, so x<5 never equals (-\\infty,5]."""
     parts = _BOUND_RELATION.split(inequality)
+    flipped = {"<": ">", ">": "<", "≤": "≥", "≥": "≤"}
+    if len(parts) == 3 and parts[0][:1] == "-" and _VARIABLE.fullmatch(parts[0][1:]) and \
+            re.fullmatch(r"-?(?:\d+(?:\.\d+)?|\\frac\{\d+\}\{\d+\})", parts[2]):  # -x>-1 is x<1
+        bound = parts[2][1:] if parts[2][:1] == "-" else "-" + parts[2]
+        return _as_interval(parts[0][1:] + flipped[parts[1]] + bound)
     less = [op in "<≤" for op in parts[1::2]]
     ends = [("[" if op in "≤≥" else "(", "]" if op in "≤≥" else ")") for op in parts[1::2]]
     if len(parts) == 5 and _VARIABLE.fullmatch(parts[2]) and less[0] == less[1]:  # a<x<b, b>x>a

@@ -84,7 +84,8 @@ FORMS = {
     "inequalities and intervals": [
         ("x \\le 5", "5 \\ge x", True), ("-2 \\le x \\le 7", "x \\in [-2, 7]", True), ("0 < f(x) < 1", "(0, 1)", True),
         ("x < -2 \\text{ or } x > 3", "(-\\infty,-2)\\cup(3,\\infty)", True), ("x \\geq 5", "[5, \\infty)", True),
-        ("7 \\geq x > -2", "(-2, 7]", True), ("x<=1", "(-\\infty, 1]", True),
+        ("7 \\geq x > -2", "(-2, 7]", True), ("x<=1", "(-\\infty, 1]", True), ("-x > -1", "x < 1", True),
+        ("-x \\ge \\frac{1}{2}", "x \\le -\\frac12", True), ("-x > -1", "x > 1", False), ("-x \\ge -1", "x < 1", False),
         ("x < 5", "(-\\infty, 5]", False), ("-2 < x \\le 7", "[-2, 7]", False), ("x > 5", "(-\\infty, 5)", False),
         ("x \\le -5", "x \\le 5", False), ("x < -2 \\text{ or } x > 3", "(-\\infty,-2)\\cup[3,\\infty)", False),
         ("x < -2", "(-\\infty,-2)\\cup(3,\\infty)", False),
