@@ -10,18 +10,30 @@ hand-labelled pairs in tests/math_equiv_cases.jsonl (tests/test_reward_math.py).
     math_reward(response, gold)        1.0 / 0.0 for a MATH solution; never raises
     arithmetic_reward(response, gold)  1.0 / 0.0 for the synthetic arithmetic task
 
+Where the answer is (extract_answer): after the last "final answer is", up to where the response
+runs on (a new sentence, a chat template's next turn); or the last \\boxed{}, together with the
+boxes just before it that only glue separates (`\\boxed{1} and \\boxed{2}` is the list 1, 2).
+
 How is_equiv decides, cheapest step first:
-1. normalize both strings with the rules in _NORMALIZE_RULES (units, \\left, spacing, ...);
+1. normalize both strings with the rules in _NORMALIZE_RULES (units, \\left, spacing, ...); `;`
+   separates list items like `,`; an inequality (x <= 5, -2 <= x < 7, 0 < f(x) < 1, several
+   joined by "or") becomes its interval or union, open and closed ends kept;
 2. read each answer's shape: matrix, union of intervals, tuple / interval (order and brackets
-   matter), unordered list or set (order does not), or a single value;
-3. compare single values: equal strings; words as text; plain numbers exactly (Fraction);
-   only what is left goes to sympy;
+   matter), unordered list or set (order does not; a list of tuples is a set of solutions), or a
+   single value; a label before it goes (AB = 4, |AB| = 1, V_1:V_2 = 11:21, BC = (matrix));
+3. compare single values: equal strings; words as text; plain numbers exactly (Fraction), except
+   that a decimal of 4+ places matches a fraction with no finite decimal if it is that fraction
+   rounded (0.0833 for 1/12); only what is left goes to sympy (identities such as sec^2 y =
+   tan^2 y + 1, factors in another order);
 4. sympy runs in a child process (`python reward.py --sympy-worker`) under a deadline: a thread
    cannot be killed but a process can, and signal.alarm only works on the main thread. A hostile
    answer like 10^{10^{10}} costs timeout_s and a worker restart, never a hang.
 
 Known limits: the question is not seen, so units, "simplest form" and radians vs degrees are
-judged on the value alone; \\log_b, |x| and inequalities other than a <= x <= b are not parsed.
+judged on the value alone; a label is dropped whatever it names (x = 5 answers "find y" too);
+\\log_b, |x|, \\sum, decimal commas (1000,99), answers in free text without a box or the phrase,
+"or" between boxes (MATH uses it for two spellings of one value) and inequalities in -x or |x|
+are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
 """
 
 import json
@@ -54,33 +66,74 @@ def _braced_argument(text: str, start: int) -> str | None:
     return text[start + 1 : close] if close > 0 else None
 
 
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, contents) of every \\boxed{...} / \\fbox{...}; `\\boxed 5` (no braces) also counts."""
+    found = []
+    for match in re.finditer(r"\\(?:boxed|fbox)", text):
+        rest_at = match.end() + len(text[match.end():]) - len(text[match.end():].lstrip())
+        if text.startswith("{", rest_at):
+            close = _matching_close(text, rest_at)
+            if close > 0:
+                found.append((match.start(), close + 1, text[rest_at + 1 : close]))
+        elif bare := re.match(r"\s+([^\s$]+)", text[match.end():]):
+            found.append((match.start(), match.end() + bare.end(), bare[1]))
+    return found
+
+
 def _last_boxed(text: str) -> str | None:
-    """Contents of the last \\boxed{...} or \\fbox{...}; `\\boxed 5` (no braces) also counts."""
+    """Contents of the last \\boxed{...} or \\fbox{...}; None if it has no balanced braces."""
+    boxes = _boxes(text)
     at = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if at < 0:
+    return boxes[-1][2] if boxes and boxes[-1][0] == at else None
+
+
+# What may stand between two boxes that answer together: `\boxed{1}, \boxed{2}`, `\boxed{-2} \quad
+# \text{and} \quad \boxed{1}`, `k = \boxed{45}, n = \boxed{2}`. Any other word ("then", "for part
+# (b)") means the earlier box was a step on the way. "or" is not glue either: MATH writes
+# `\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}` for one value in two spellings.
+_BOX_GLUE = re.compile(r"(?:\s|\$|\\[()\[\]]|[,;.]|\\q?quad|\\[,;! ]|\\text\{\s*(?:and|,)?\s*\}|\band\b"
+                       r"|[A-Za-z](?:_\{?\w+\}?)?\s*=)*")
+
+
+def _boxed_answer(text: str) -> str | None:
+    """The last box, together with the boxes just before it that only glue separates; several
+    boxes become one list: `\\boxed{1} and \\boxed{2}` -> '1, 2'. None if the last box is broken."""
+    last = _last_boxed(text)
+    if last is None:
         return None
-    rest = text[at:].removeprefix("\\boxed").removeprefix("\\fbox")
-    if rest.lstrip().startswith("{"):
-        return _braced_argument(rest.lstrip(), 0)
-    bare = re.match(r"\s+([^\s$]+)", rest)
-    return bare.group(1) if bare else None
+    boxes = _boxes(text)
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        between = text[box[1] : group[0][0]]
+        if len(between) > 40 or not _BOX_GLUE.fullmatch(between):
+            break
+        group.insert(0, box)
+    return ", ".join(contents for _, _, contents in group)
+
+
+# Where a response that runs on after its final answer stops answering: a chat template's next
+# turn (the model did not stop), or a new sentence.
+_ANSWER_ENDS = re.compile(r"I hope it is correct|<\||</s>|\n|\b(?:Human|User|Assistant|Problem):|(?-i:\.\s+(?=[A-Z]))",
+                          re.IGNORECASE)
 
 
 def extract_answer(response: str) -> str | None:
-    """The final answer: the Minerva phrase or the last box, whichever comes last; else None.
+    """The final answer: the Minerva phrase or the last box(es), whichever comes last; else None.
 
     The paper's prompt asks for "Final Answer: The final answer is $X$. I hope it is correct.";
-    MATH reference solutions put the answer in \\boxed{X}.
+    MATH reference solutions put the answer in \\boxed{X}. Several boxes with only glue between
+    them (`\\boxed{1} and \\boxed{2}`) are one list answer.
     """
     if not response:
         return None
     phrase_at = max((m.end() for m in re.finditer(r"final answer is", response, re.IGNORECASE)), default=-1)
     if max(response.rfind("\\boxed"), response.rfind("\\fbox")) > phrase_at:
-        return _last_boxed(response)  # "The final answer is $\boxed{5}$" lands here too
+        return _boxed_answer(response)  # "The final answer is $\boxed{5}$" lands here too
     if phrase_at < 0:
         return None
-    answer = re.split(r"I hope it is correct", response[phrase_at:], flags=re.IGNORECASE)[0]
-    answer = answer.strip().split("\n")[0]  # the phrase's answer sits on one line
+    answer = response[phrase_at:].strip()
+    span = re.match(r"\$((?:[^$\\]|\\.)+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
+    answer = span[1] if span else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
     answer = answer.strip().rstrip(".").strip().strip("$").removeprefix("\\(").removesuffix("\\)")
     return answer.strip().rstrip(".").strip() or None
 
@@ -92,9 +145,12 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     # explicit thousands separators: 18{,}360, 10,\!080, 26\,000 are one number
     (r"(?<=\d)(?:\{,\}|,\\!\s*|\\,)(?=\d{3})", ""),
     # spacing commands never change a value; (?<!\\) keeps the \\ between matrix rows
-    (r"(?<!\\)\\[!,;: ]|\\q?quad\b|~|\\displaystyle|\\textstyle", " "),
-    # \dfrac, \tfrac (and \dbinom) are display sizes of \frac (\binom)
-    (r"\\[dt](frac|binom)", r"\\\1"),
+    (r"(?<!\\)\\[!,;: ]|\\q?quad|~|\\displaystyle|\\textstyle", " "),
+    # an escaped backslash, \\frac, is a command written inside a string (a \\ row break is never
+    # followed by one of these names)
+    (r"\\\\(?=(?:left|right|frac|dfrac|tfrac|sqrt|le|leq|ge|geq|pi|cdot|infty|in|boxed)(?![a-zA-Z]))", r"\\"),
+    # \dfrac, \tfrac, \cfrac (and \dbinom) are display sizes of \frac (\binom)
+    (r"\\[dtc](frac|binom)", r"\\\1"),
     # \left( \right] \bigl( only size the bracket
     (r"\\(?:left|right|[bB]igg?[lr]?)\b", ""),
     # degrees: MATH writes 90^\circ where the question already says "in degrees"
@@ -109,16 +165,17 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     (r"(?<=[\d}])\s+(?!(?:pi|sqrt)\b)(?=[a-zA-Z]{2})" + _UNIT, ""),
     # any other \text{...} is the answer itself: \text{Evelyn} -> Evelyn
     (r"\\text\{([^{}]*)\}", r"\1"),
-    # "2 or -3", "1 and -2": a list of answers
-    (r"\s+(?:or|and)\s+", ","),
+    # "2 or -3", "1 and -2", "(11,7)or(7,11)": a list of answers
+    (r"\s+(?:or|and)\s+|(?<=[)\]}])\s*(?:or|and)\s*(?=[(\[{])", ","),
     # one spelling for the empty set and for what a model may print in unicode or words
     (r"\\varnothing|\\\{\s*\\\}", r"\\emptyset"), (r"\\mathbb\{R\}", r"(-\\infty,\\infty)"),
     (r"∞|(?<![a-zA-Z\\])infinity", r"\\infty "), (r"π", r"\\pi "), (r"−", "-"),
     (r"[×·]", r"\\cdot "), (r"√", r"\\sqrt"),
     # `x \in [-2,7]`, `(x, y) = (1, 2)`: only the set or the tuple is the answer
     (r"^\s*(?:[a-zA-Z]\s*\\in|\(\s*[a-z](?:\s*,\s*[a-z])+\s*\)\s*=)\s*", ""),
-    # `-2 \le x \le 7` is the interval [-2,7], `a < x < b` is (a,b)
-    (r"^(.+?)\\leq?\s*[a-zA-Z]\s*\\leq?(.+)$", r"[\1,\2]"), (r"^(.+?)<\s*[a-zA-Z]\s*<(.+)$", r"(\1,\2)"),
+    # one spelling per relation, for _as_intervals
+    (r"\\leq?(?:slant)?(?![a-zA-Z])|<=|≤", "≤"), (r"\\geq?(?:slant)?(?![a-zA-Z])|>=|≥", "≥"),
+    (r"\\lt(?![a-zA-Z])", "<"), (r"\\gt(?![a-zA-Z])", ">"),
     # whitespace only matters between two letters (\cot x, \pi r); drop the rest
     (r"\s+", " "), (r"(?<![a-zA-Z]) | (?![a-zA-Z])", ""),
     # \frac12, \frac 34, \frac9{19}, \frac{270}7, \sqrt2: brace the one-character arguments
@@ -142,16 +199,64 @@ def _mixed_number(match: re.Match) -> str:
 def _normalize(answer: str) -> str:
     """A canonical string for one answer; see _NORMALIZE_RULES for each rule's reason."""
     answer = answer.strip()
-    if "\\boxed" in answer or "\\fbox" in answer:
-        answer = _last_boxed(answer) or answer
+    spaced_list = re.search(r"\d,\s+\d", answer)  # 32, 349 is a list; 32,349 a number
+    if "\\boxed" in answer or "\\fbox" in answer:  # a gold answer written as a solution
+        answer = _boxed_answer(answer) or answer
     for pattern, replacement in _NORMALIZE_RULES:
         answer = pattern.sub(replacement, answer)
     answer = re.sub(r"(?<![\d.}^_a-zA-Z])(\d+)\\frac\{(\d+)\}\{(\d+)\}", _mixed_number, answer)
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer):  # 11,111,100 (a list has spaces)
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer) and not spaced_list:  # 11,111,100
         answer = answer.replace(",", "")
+    several = [len(_split_top_level(answer, separator)) > 1 for separator in ",;"]
+    if several[1] and not several[0] or ";" in answer and not several[1]:  # 1; 2 and (0;1) are 1, 2 and (0,1)
+        answer = answer.replace(";", ",")
+    elif all(several):  # p=5,q=2;p=7,q=2: solutions of labelled values are the tuples (5,2),(7,2)
+        solutions = [_split_top_level(part, ",") for part in _split_top_level(answer, ";")]
+        answer = ",".join("(" + ",".join(_without_label(value) for value in values) + ")" for values in solutions)
+    answer = _as_intervals(answer) or answer
     while answer[:1] == "{" and _matching_close(answer, 0) == len(answer) - 1:  # {5} is 5
         answer = answer[1:-1]
     return answer
+
+
+_BOUND_RELATION = re.compile(r"(≤|≥|<|>)")
+_VARIABLE = re.compile(r"[a-zA-Z](?:\([a-zA-Z]\))?")  # x, f(x)
+
+
+def _as_interval(inequality: str) -> str | None:
+    """x≤5 -> (-\\infty,5], 5≥x -> (-\\infty,5], -2≤x<7 -> [-2,7), 0<f(x)<1 -> (0,1); else None.
+    Open and closed ends are kept, so x<5 never equals (-\\infty,5]."""
+    parts = _BOUND_RELATION.split(inequality)
+    flipped = {"<": ">", ">": "<", "≤": "≥", "≥": "≤"}
+    if len(parts) == 3 and parts[0][:1] == "-" and _VARIABLE.fullmatch(parts[0][1:]) and \
+            re.fullmatch(r"-?(?:\d+(?:\.\d+)?|\\frac\{\d+\}\{\d+\})", parts[2]):  # -x>-1 is x<1
+        bound = parts[2][1:] if parts[2][:1] == "-" else "-" + parts[2]
+        return _as_interval(parts[0][1:] + flipped[parts[1]] + bound)
+    less = [op in "<≤" for op in parts[1::2]]
+    ends = [("[" if op in "≤≥" else "(", "]" if op in "≤≥" else ")") for op in parts[1::2]]
+    if len(parts) == 5 and _VARIABLE.fullmatch(parts[2]) and less[0] == less[1]:  # a<x<b, b>x>a
+        low, high, (low_end, high_end) = (parts[0], parts[4], (ends[0][0], ends[1][1])) if less[0] else \
+                                         (parts[4], parts[0], (ends[1][0], ends[0][1]))
+    elif len(parts) == 3 and _VARIABLE.fullmatch(parts[0]):  # x<b, x>a
+        low, high = ("-\\infty", parts[2]) if less[0] else (parts[2], "\\infty")
+        low_end, high_end = ("(", ends[0][1]) if less[0] else (ends[0][0], ")")
+    elif len(parts) == 3 and _VARIABLE.fullmatch(parts[2]):  # a<x, b>x
+        low, high = (parts[0], "\\infty") if less[0] else ("-\\infty", parts[0])
+        low_end, high_end = (ends[0][0], ")") if less[0] else ("(", ends[0][1])
+    else:
+        return None
+    if not low or not high or _VARIABLE.fullmatch(low) or _VARIABLE.fullmatch(high):
+        return None
+    return f"{low_end}{low},{high}{high_end}"
+
+
+def _as_intervals(answer: str) -> str | None:
+    """An inequality, or several joined by `or` (now commas) or \\cup, as a union of intervals."""
+    if not _BOUND_RELATION.search(answer):
+        return None
+    parts = [part for piece in _split_top_level(answer, "\\cup") for part in _split_top_level(piece, ",")]
+    intervals = [_as_interval(part) for part in parts]
+    return None if None in intervals else "\\cup".join(intervals)
 
 
 # ---- Shape: ("matrix", rows) ("union", intervals) ("tuple", brackets, items) ("set", items) ("value", text)
@@ -178,6 +283,10 @@ def _normalize_items(items: list[str]) -> list[str]:
 
 
 def _shape(answer: str) -> tuple:
+    if (label := _LABEL.match(answer)) and answer[label.end():][:1] in ("(", "[", "\\"):
+        unlabelled = _shape(answer[label.end():])
+        if unlabelled[0] != "value":  # BC = \begin{pmatrix}...\end{pmatrix}, P = (1, 2)
+            return unlabelled
     matrix = re.fullmatch(r"\(?\\begin\{[pbvBV]?matrix\}(.*)\\end\{[pbvBV]?matrix\}\)?", answer)
     if matrix:
         rows = [row for row in matrix[1].split("\\\\") if row.strip()]
@@ -226,13 +335,19 @@ def _same_shape(pred: tuple, gold: tuple, deadline: float) -> bool:
         return pred[1] == gold[1] and same_items(pred[2], gold[2])
     if gold[0] == "union":
         return _same_unordered(pred[1], gold[1], lambda a, b: _same_shape(a, b, deadline))
+    if all(item[:1] == "(" for item in pred[1] + gold[1]):  # solutions (x, y): the same set, a repeat is no new one
+        same = lambda a, b: _same_shape(_shape(a), _shape(b), deadline)  # noqa: E731
+        return all(any(same(a, b) for b in gold[1]) for a in pred[1]) and \
+            all(any(same(a, b) for a in pred[1]) for b in gold[1])
     return _same_unordered(pred[1], gold[1], lambda a, b: _same_value(a, b, deadline))
 
 
 # ---- One value against another -----------------------------------------------------------------
 
 _MATH_WORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi"}
-_ASSIGNMENT = re.compile(r"^(?:[a-zA-Z](?:_\w)?|[a-zA-Z]\([a-z]\))=(?!=)")  # x=, a_1=, f(x)=
+# A label before an answer: x=, a_1=, f(x)=, AB=, |AB|=, V_1:V_2=, \frac{NO}{BO}=
+_NAME = r"(?:\|[A-Za-z]+\||[A-Za-z](?:[A-Za-z0-9']|_\{?\w+\}?)*|\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|[a-zA-Z]\([a-z]\))"
+_LABEL = re.compile(rf"^{_NAME}(?::{_NAME})*=(?!=)")
 _NUMBER_WORDS = {word: str(n) for n, word in enumerate("zero one two three four five six seven eight nine".split())}
 
 
@@ -263,18 +378,42 @@ def _as_fraction(value: str) -> Fraction | None:
         return None
 
 
+def _without_label(value: str) -> str:
+    """AB=4 -> 4, |AB|=1 -> 1, V_1:V_2=11:21 -> 11:21; x=2+3=5 -> 5 (a chain ends in its value)."""
+    if "\\approx" in value:  # x = 1/3 \approx 0.33 -> 1/3; x \approx 11 -> 11
+        before, after = value.split("\\approx", 1)
+        value = after if not before or _LABEL.fullmatch(before + "=") else before
+    unlabelled = _LABEL.sub("", value, count=1)
+    return unlabelled.rsplit("=", 1)[-1] if unlabelled != value else value
+
+
+def _rounds_to(decimal: str, exact: Fraction, exact_text: str) -> bool:
+    """0.0833 for 1/12: a decimal of 4 or more places that is the exact fraction rounded to those
+    places. Only for a fraction with no finite decimal; 2.5 or 448/15625 must be matched exactly."""
+    places = re.fullmatch(r"-?\d*\.(\d{4,})", decimal)
+    denominator = exact.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if not places or "." in exact_text or denominator == 1:  # 448/15625 = 0.028672 exactly: no rounding
+        return False
+    scale = 10 ** len(places[1])
+    return abs(Fraction(decimal) * scale - exact * scale) <= Fraction(1, 2)
+
+
 def _same_value(pred: str, gold: str, deadline: float) -> bool:
     pred, gold = (re.sub(r"^\(([A-Za-z])\)$", r"\1", v) for v in (pred, gold))  # choice (B) is B
     pred, gold = (_NUMBER_WORDS.get(v.lower(), v) for v in (pred, gold))  # "four" is 4
     if pred == gold:
         return True
-    if _is_words(pred) or _is_words(gold):
-        return _ASSIGNMENT.sub("", pred).lower() == _ASSIGNMENT.sub("", gold).lower()
-    if pred.count("=") == gold.count("=") == 1:  # equations: the same up to a factor?
+    words = _is_words(pred) or _is_words(gold)
+    if pred.count("=") == gold.count("=") == 1 and not words:  # equations: the same up to a factor?
         pred_zero, gold_zero = ("({})-({})".format(*v.split("=")) for v in (pred, gold))
         if _sympy_says_equal(pred_zero, gold_zero, "equation", deadline):
             return True  # y - x = 1 is y = x + 1
-    pred, gold = (_ASSIGNMENT.sub("", v) for v in (pred, gold))  # x = 5 answers 5
+    pred, gold = (_without_label(v) for v in (pred, gold))  # x = 5 answers 5
+    if _is_words(pred) or _is_words(gold):
+        return pred.lower() == gold.lower()
     if pred == gold or not pred or not gold or "=" in pred + gold:
         return pred == gold and bool(pred)
     pred_base, gold_base = _base_number(pred), _base_number(gold)
@@ -283,7 +422,7 @@ def _same_value(pred: str, gold: str, deadline: float) -> bool:
         return (pred_base or (pred,))[0] == (gold_base or (gold,))[0] and bases_agree
     pred_number, gold_number = _as_fraction(pred), _as_fraction(gold)
     if pred_number is not None and gold_number is not None:
-        return pred_number == gold_number
+        return pred_number == gold_number or _rounds_to(pred, gold_number, gold) or _rounds_to(gold, pred_number, pred)
     return _sympy_says_equal(pred, gold, "value", deadline)
 
 
@@ -303,6 +442,8 @@ def _to_sympy_syntax(latex: str) -> str | None:
     if len(latex) > 500:
         return None
     text = re.sub(r"\\sqrt\[([^\[\]]*)\]", r"\\root{\1}", latex)  # \sqrt[3]{8} -> \root{3}{8}
+    # \sec^2 y, \sin^{2}(2x): the power belongs to the value, sec(y)^2, not to the name
+    text = re.sub(r"\\(sin|cos|tan|cot|sec|csc)\^(\d|\{\d+\})\s*(\([^()]*\)|\\?[a-zA-Z0-9]+)", r"(\\\1(\3))^\2", text)
     for command, (arity, template) in _LATEX_FUNCTIONS.items():
         while (at := text.rfind(command)) >= 0:  # the last one has no other inside its arguments
             arguments, end = [], at + len(command)
@@ -454,7 +595,14 @@ def math_reward(response: str, gold: str) -> float:
     """r̂(y, y*) for MATH: 1.0 if the response's final answer equals the gold answer, else 0.0."""
     try:
         answer = extract_answer(response)
-        return 1.0 if answer is not None and is_equiv(answer, gold) else 0.0
+        if answer is not None and is_equiv(answer, gold):
+            return 1.0
+        # MATH's own solutions sometimes box every root or both spellings while the gold is only
+        # the last box ("the solutions are \boxed{-1} and \boxed{2}", gold 2). So the last box alone
+        # also counts, as it did before glued boxes were read as a list; that pays nothing a
+        # last-box grader would not pay, and a box that lists only some elements still scores 0.
+        last = _last_boxed(response) if answer is not None and answer != _last_boxed(response) else None
+        return 1.0 if last is not None and is_equiv(last, gold) else 0.0
     except Exception:  # a checker bug must cost one reward, never the training run
         return 0.0
 

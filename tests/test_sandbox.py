@@ -1,5 +1,6 @@
 """Tests for sandbox.py: code extraction, honest pass/fail on small HumanEval- and MBPP-style
-problems, hostile programs, and attempts to fake success. CPU only, ~20 s on 2 cores.
+problems, hostile programs, attempts to fake success (exit codes, patched asserts, objects that
+equal everything), and processes that try to outlive their check. CPU only, ~30 s on 2 cores.
 
 Every hostile test is bounded (short timeouts, a limited number of forks) and only ever targets
 files and processes the test itself created, so a broken sandbox fails the test, not the machine.
@@ -401,4 +402,137 @@ def test_faking_success_scores_zero(name):
     assert run_tests(GOOD_PROGRAM, FAKE_TESTS)  # control: the tests themselves can pass
     result = check_program(FAKES[name], FAKE_TESTS)
     assert not result.passed, result
+    assert_next_check_still_works()
+
+
+# ------------------------------------------------------ objects that claim equality with anything
+
+ANYTHING = "class Anything:\n    def __eq__(self, other):\n        return True\n"
+# MBPP-style asserts, and HumanEval-style check(candidate) with a float comparison
+MBPP_TESTS = "assert add(1, 2) == 3\nassert add(2, 2) == 4\n"
+HUMANEVAL_TESTS = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert abs(candidate(2, 2) - 4) < 1e-6\n\ncheck(add)\n"
+# name: (hostile program, the tests it attacks, an honest program that passes those tests)
+ALWAYS_EQUAL = {
+    "__eq__ returns True": (ANYTHING + "def add(a, b):\n    return Anything()\n", None, GOOD_PROGRAM),
+    "an int subclass": ("class Anything(int):\n    def __eq__(self, other):\n        return True\n"
+                        "    __hash__ = int.__hash__\ndef add(a, b):\n    return Anything(0)\n", None, GOOD_PROGRAM),
+    "a float subclass that subtracts to zero": ("class Anything(float):\n    def __eq__(self, other):\n        return True\n"
+                                                "    __hash__ = float.__hash__\n    def __sub__(self, other):\n"
+                                                "        return 0.0\ndef add(a, b):\n    return Anything(-1.0)\n", None, GOOD_PROGRAM),
+    "a str subclass": ("class Anything(str):\n    def __eq__(self, other):\n        return True\n"
+                       "    __hash__ = str.__hash__\ndef add(a, b):\n    return Anything('no')\n",
+                       "assert add('a', 'b') == 'ab'\n", GOOD_PROGRAM),
+    "a class as the entry point": ("class add(int):\n    def __new__(cls, a, b):\n        return int.__new__(cls, 0)\n"
+                                   "    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n",
+                                   None, GOOD_PROGRAM),
+    "a metaclass that fakes the MRO": ("class Meta(type):\n    def mro(cls):\n        return [cls, object]\n"
+                                       "class Anything(metaclass=Meta):\n    def __eq__(self, other):\n        return True\n"
+                                       "def add(a, b):\n    return Anything()\n", None, GOOD_PROGRAM),
+    "inside a list": (ANYTHING + "def add(a, b):\n    return [Anything()]\n", "assert add(1, 2) == [3]\n",
+                      "def add(a, b):\n    return [a + b]\n"),
+    "from a generator": (ANYTHING + "def add(a, b):\n    yield Anything()\n", "assert list(add(1, 2)) == [3]\n",
+                         "def add(a, b):\n    yield a + b\n"),
+    "called by map in the tests": (ANYTHING + "def add(a, b):\n    return Anything()\n",
+                                   "assert list(map(add, [1], [2])) == [3]\n", GOOD_PROGRAM),
+}
+
+
+@pytest.mark.parametrize("name", ALWAYS_EQUAL)
+def test_objects_that_equal_everything_score_zero(name):
+    program, tests, honest = ALWAYS_EQUAL[name]
+    for test in [tests] if tests else [MBPP_TESTS, HUMANEVAL_TESTS]:
+        assert run_tests(honest, test), test  # control: the tests can pass
+        result = check_program(program, test)
+        assert not result.passed, (name, test, result.output)
+
+
+def test_plain_results_keep_working():
+    # subclasses of builtins compare by value, the program's own plain classes pass through, and
+    # the tests' own stdlib objects (Counter, Fraction, deque) are untouched in type and value
+    program = textwrap.dedent("""
+        import collections, fractions
+        Point = collections.namedtuple("Point", "x y")
+        class Node:
+            def __init__(self, value):
+                self.value = value
+        def counts(text):
+            return collections.Counter(text)
+        def point():
+            return Point(1, 2)
+        def half():
+            return fractions.Fraction(1, 2)
+        def node(value):
+            return Node(value)
+        def flag():
+            return True
+        def window():
+            return collections.deque([1, 2, 3], maxlen=3)
+        def squares(n):
+            return map(lambda k: k * k, range(n))
+    """)
+    tests = textwrap.dedent("""
+        import collections, fractions
+        assert counts("aab") == {"a": 2, "b": 1} == collections.Counter("aab")
+        assert point() == (1, 2) and point()[1] == 2
+        assert half() == fractions.Fraction(1, 2) and half() == 0.5
+        assert node(7).value == 7
+        assert flag() is True
+        assert window() == collections.deque([1, 2, 3]) and window().maxlen == 3
+        assert list(squares(3)) == [0, 1, 4]
+        assert collections.Counter("ab").most_common(1)[0][1] == 1
+    """)
+    result = check_program(program, tests)
+    assert result.passed, result.output
+
+
+# ------------------------------------------------------------ nothing the program starts outlives it
+
+
+def _wait_until_gone(pids, seconds=3.0):
+    deadline = time.monotonic() + seconds
+    while not all(_is_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return all(_is_gone(pid) for pid in pids)
+
+
+ESCAPES = {
+    "a setsid() child": textwrap.dedent("""
+        import os, time
+        child = os.fork()
+        if child == 0:
+            os.setsid()
+            time.sleep(60)
+            os._exit(0)
+        print("escaped", child, flush=True)
+    """),
+    "a double-forked grandchild": textwrap.dedent("""
+        import os, time
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                time.sleep(60)
+                os._exit(0)
+            os.write(write_end, str(grandchild).encode())
+            os._exit(0)  # the grandchild is now an orphan
+        os.waitpid(child, 0)
+        print("escaped", int(os.read(read_end, 32)), flush=True)
+    """),
+}
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+@pytest.mark.parametrize("outcome", ["passes", "times out"])
+def test_escaped_processes_are_dead_when_the_check_returns(name, outcome):
+    tests = ADD_TESTS + ("import time\ntime.sleep(60)\n" if outcome == "times out" else "")
+    result = check_program(GOOD_PROGRAM + ESCAPES[name], tests, timeout_s=2)
+    if os.geteuid() != 0 and "BlockingIOError" in result.output:
+        pytest.skip("this user's processes already exceed RLIMIT_NPROC, so the program cannot fork")
+    assert result.passed == (outcome == "passes") and result.timed_out == (outcome == "times out")
+    pids = [int(pid) for pid in re.findall(r"escaped (\d+)", result.output)]
+    assert pids, result.output
+    # the control: a sleeping process is not gone on its own for a minute
+    assert _wait_until_gone(pids), f"still running after the check: {pids}"
     assert_next_check_still_works()

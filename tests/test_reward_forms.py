@@ -1,0 +1,122 @@
+"""The answer forms that issue 10 found the checker missing, each next to near misses that must
+still score 0 (a wrong sign, an open instead of a closed end, a missing element). Every new
+equivalence rule in reward.py has its positive cases here and the negatives that bound it."""
+
+import pytest
+
+from reward import extract_answer, is_equiv, math_reward
+
+# ---- a response that goes on after its final answer ---------------------------------------------
+
+@pytest.mark.parametrize("response, answer", [
+    ("Final Answer: The final answer is $5$.<|im_end|>\n<|im_start|>user\nThere might be an error", "5"),
+    ("Final Answer: The final answer is $\\frac{1}{2}$. Let me double-check: $\\frac{2}{4}$ is it.", "\\frac{1}{2}"),
+    ("Final Answer: The final answer is 7. Human: now another one", "7"),
+    ("The final answer is 7</s>Problem: find $y$", "7"),
+    ("Final Answer: The final answer is $\\$18.90$. <|eot_id|><|start_header_id|>user", "\\$18.90"),
+    ("Final Answer: The final answer is 3.5", "3.5"),  # a decimal point is not a full stop
+    ("Final Answer: The final answer is $(1, 2)$. I hope it is correct.\n\nUser: thanks", "(1, 2)"),
+])
+def test_the_answer_ends_where_the_response_runs_on(response, answer):
+    assert extract_answer(response) == answer
+
+
+def test_a_run_on_response_still_needs_the_right_answer():
+    run_on = "Final Answer: The final answer is ${}$.<|im_end|>\n<|im_start|>user\nThe answer is 6."
+    assert math_reward(run_on.format("5"), "5") == 1.0
+    assert math_reward(run_on.format("-5"), "5") == 0.0
+    assert math_reward(run_on.format("6"), "5") == 0.0  # the 6 after the turn ends is not the answer
+
+
+# ---- several boxes that together form the answer --------------------------------------------------
+
+@pytest.mark.parametrize("response, answer", [
+    ("The roots are $\\boxed{1}, \\boxed{2}$.", "1, 2"),
+    ("so $\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}$", "-2, 1"),
+    ("Thus $k = \\boxed{45}$ and $n = \\boxed{2}$.", "45, 2"),
+    ("\\( \\boxed{3} \\) and \\( \\boxed{-3} \\)", "3, -3"),
+    ("$d = \\boxed{15\\frac{39}{40}}$, or $\\boxed{\\frac{639}{40}}$ inches.", "\\frac{639}{40}"),  # MATH500's own
+    ("First $\\boxed{1}$, then $\\boxed{\\{1, 2\\}}$.", "\\{1, 2\\}"),  # a word between: a step, then the answer
+    ("we get $\\boxed{4}$ for part (a) and $\\boxed{5}$", "5"),
+])
+def test_glued_boxes_form_one_answer(response, answer):
+    assert extract_answer(response) == answer
+
+
+@pytest.mark.parametrize("response, gold, reward", [
+    ("$\\boxed{1}$ and $\\boxed{-2}$", "1, -2", 1.0),
+    ("$\\boxed{1}$ and $\\boxed{-2}$", "\\(\\boxed{-2}\\) and \\(\\boxed{1}\\).", 1.0),  # gold written as a solution
+    ("$\\boxed{-2, 1}$", "$\\boxed{1}\\boxed{-2}$", 1.0),
+    ("$\\boxed{1}$ and $\\boxed{2}$", "1, -2", 0.0),  # a wrong sign
+    ("so $\\boxed{1}$.", "1, -2", 0.0),  # a missing element
+    ("$\\boxed{1}, \\boxed{-2}, \\boxed{3}$", "1, -2", 0.0),  # one too many
+    # MATH's reference solutions box both roots where the gold is the last one: the last box counts
+    ("the values $a = \\boxed{-1}$ and $a = \\boxed{2}.$", "2", 1.0),
+    ("the values $a = \\boxed{-1}$ and $a = \\boxed{2}.$", "-1", 0.0),
+    ("the values $a = \\boxed{-1}$ and $a = \\boxed{2}.$", "-2", 0.0),
+])
+def test_several_boxes_against_gold(response, gold, reward):
+    assert math_reward(response, gold) == reward
+
+
+# ---- is_equiv: each form, both ways round -----------------------------------------------------------
+
+FORMS = {
+    "labelled answers": [
+        ("AB=4, CD=5", "4, 5", True), ("k = 45, n = 2", "45, 2", True), ("V_1:V_2=11:21", "11:21", True),
+        ("|AB|=1", "1", True), ("A:B=1", "1", True), ("\\frac{NO}{BO}=\\frac{1}{\\sqrt{6}}", "\\frac{1}{\\sqrt{6}}", True),
+        ("x_{1}=2,\\quad x_{2}=3", "2, 3", True), ("BC = \\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", True),
+        ("x = 2 + 3 = 5", "5", True),
+        ("p=5,q=2;p=7,q=2", "(5,2),(7,2)", True),
+        ("p=5,q=2;p=7,q=2", "(2,5),(7,2)", False), ("p=5,q=2;p=7,q=3", "(5,2),(7,2)", False),
+        ("AB=4, CD=6", "4, 5", False), ("|AB|=-1", "1", False), ("V_1:V_2=21:11", "11:21", False),
+        ("x+y=5", "5", False), ("2x=6", "6", False), ("x = 5 = 2 + 4", "5", False),
+    ],
+    "sets and separators": [
+        ("\\{-12, -11, -6\\}", "-12, -11, -6", True), ("-12; -11; -6", "\\{-12,-11,-6\\}", True),
+        ("x = 2 \\text{ or } x = 3", "2, 3", True), ("(11,7)or(7,11)", "(7,11),\\ (11,7)", True),
+        ("(0;0;1),(0;-2;1)", "(0, -2, 1), (0, 0, 1)", True), ("(1, 2), (2, 1), (1, 2)", "(2,1),(1,2)", True),
+        ("32,349", "32349", True),
+        ("\\{-12, -11\\}", "-12, -11, -6", False), ("\\{-12, -11, 6\\}", "-12, -11, -6", False),
+        ("2; -3", "2, 3", False), ("32, 349", "32349", False), ("(1, 2), (2, 1)", "(1,2)", False),
+        ("1, 1, 2", "1, 2", False),  # a repeated root is not a repeated solution pair
+    ],
+    "inequalities and intervals": [
+        ("x \\le 5", "5 \\ge x", True), ("-2 \\le x \\le 7", "x \\in [-2, 7]", True), ("0 < f(x) < 1", "(0, 1)", True),
+        ("x < -2 \\text{ or } x > 3", "(-\\infty,-2)\\cup(3,\\infty)", True), ("x \\geq 5", "[5, \\infty)", True),
+        ("7 \\geq x > -2", "(-2, 7]", True), ("x<=1", "(-\\infty, 1]", True), ("-x > -1", "x < 1", True),
+        ("-x \\ge \\frac{1}{2}", "x \\le -\\frac12", True), ("-x > -1", "x > 1", False), ("-x \\ge -1", "x < 1", False),
+        ("x < 5", "(-\\infty, 5]", False), ("-2 < x \\le 7", "[-2, 7]", False), ("x > 5", "(-\\infty, 5)", False),
+        ("x \\le -5", "x \\le 5", False), ("x < -2 \\text{ or } x > 3", "(-\\infty,-2)\\cup[3,\\infty)", False),
+        ("x < -2", "(-\\infty,-2)\\cup(3,\\infty)", False),
+    ],
+    "identities and commuting factors": [
+        ("\\sec^2 y", "\\tan^2 y + 1", True), ("\\sec^2(y)", "\\tan^2(y)+1", True), ("\\sin^2 x + \\cos^2 x", "1", True),
+        ("x\\sqrt{2} + 1", "1 + \\sqrt{2}x", True), ("2ab + 3", "3 + 2ba", True),
+        ("\\sec^2 y", "\\tan^2 y - 1", False), ("\\sec^2 y", "\\tan^2 y", False), ("x\\sqrt{2} - 1", "1 + \\sqrt{2}x", False),
+        ("\\sin^2 x", "\\sin x^2", False),
+    ],
+    "long decimals": [
+        ("0.0833333333333333", "\\frac{1}{12}", True), ("0.3333", "\\frac{1}{3}", True), ("-0.6667", "-\\frac23", True),
+        ("(0.6, 2.6667]", "(\\frac{3}{5}, \\frac{8}{3}]", True),
+        ("0.333", "\\frac{1}{3}", False), ("0.3334", "\\frac{1}{3}", False), ("-0.3333", "\\frac{1}{3}", False),
+        ("4.67", "\\frac{14}{3}", False), ("0.6666", "\\frac{2}{3}", False), ("2.6667", "2.66666", False),
+        ("(0.6, 2.6667)", "(\\frac{3}{5}, \\frac{8}{3}]", False),
+    ],
+    "approximately": [
+        ("x \\approx 11", "11", True), ("x = \\frac{1}{3} \\approx 0.33", "\\frac{1}{3}", True),
+        ("x \\approx 12", "11", False), ("x = \\frac{1}{4} \\approx 0.33", "\\frac{1}{3}", False),
+    ],
+}
+
+
+@pytest.mark.parametrize("pred, gold, expected", [case for cases in FORMS.values() for case in cases])
+def test_answer_forms(pred, gold, expected):
+    assert is_equiv(pred, gold) is expected
+    assert is_equiv(gold, pred) is expected
+
+
+def test_every_form_has_near_misses():
+    for form, cases in FORMS.items():
+        assert sum(expected for *_, expected in cases) >= 2, form
+        assert sum(not expected for *_, expected in cases) >= 2, form
