@@ -84,8 +84,8 @@ def test_default_run_without_gpu_points_at_the_cpu_preset(tmp_path):
 def test_malformed_data_line_is_named(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": oops}\n')
-    line = one_line_error(run("stage1.py", "--task", "math", "--train_data", str(data), "--device", "cpu",
-                              "--out_dir", str(tmp_path)))
+    line = one_line_error(run("stage1.py", "--model", "tiny", "--task", "math", "--train_data", str(data),
+                              "--device", "cpu", "--out_dir", str(tmp_path)))
     assert f"{data}:2: not a JSON object" in line
 
 
@@ -93,7 +93,8 @@ def test_data_row_missing_a_field_is_named(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"problem": "1+1?"}\n')
     assert "needs 'problem' and 'answer'" in one_line_error(
-        run("stage1.py", "--task", "math", "--train_data", str(data), "--device", "cpu", "--out_dir", str(tmp_path)))
+        run("stage1.py", "--model", "tiny", "--task", "math", "--train_data", str(data), "--device", "cpu",
+            "--out_dir", str(tmp_path)))
 
 
 def test_unknown_model_is_named(tmp_path):
@@ -105,7 +106,7 @@ def test_unknown_model_is_named(tmp_path):
 def test_help_lists_every_setting_with_its_doc(script):
     result = run(script, "--help")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "--preset {tiny}" in result.stdout and "(default:" in result.stdout
+    assert "--preset {" in result.stdout and "tiny" in result.stdout and "(default:" in result.stdout
 
 
 def test_single_turn_ablation_trains_attempt_1_only(tiny_run):
