@@ -117,6 +117,10 @@ _ANSWER_ENDS = re.compile(r"I hope it is correct|<\||</s>|\n|\b(?:Human|User|Ass
                           re.IGNORECASE)
 
 
+# "The final answer is $X$" (the paper's prompt), "Final Answer: X", "**Final Answer:** X"
+_FINAL_PHRASE = re.compile(r"final answer(?:\s+is|\*{0,2}\s*:)", re.IGNORECASE)
+
+
 def extract_answer(response: str) -> str | None:
     """The final answer: the Minerva phrase or the last box(es), whichever comes last; else None.
 
@@ -126,21 +130,21 @@ def extract_answer(response: str) -> str | None:
     """
     if not response:
         return None
-    phrase_at = max((m.end() for m in re.finditer(r"final answer is", response, re.IGNORECASE)), default=-1)
+    phrase_at = max((m.end() for m in _FINAL_PHRASE.finditer(response)), default=-1)
     if max(response.rfind("\\boxed"), response.rfind("\\fbox")) > phrase_at:
         return _boxed_answer(response)  # "The final answer is $\boxed{5}$" lands here too
     if phrase_at < 0:
         return None
-    answer = response[phrase_at:].strip()
+    answer = re.sub(r"^[\s:*]+", "", response[phrase_at:])  # "The final answer is: **5**"
     span = re.match(r"\$((?:[^$\\]|\\.)+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
     answer = span[1] if span else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
-    answer = answer.strip().rstrip(".").strip().strip("$").removeprefix("\\(").removesuffix("\\)")
+    answer = answer.strip().rstrip(".").strip().strip("$*").removeprefix("\\(").removesuffix("\\)")
     return answer.strip().rstrip(".").strip() or None
 
 
 # ---- Normalization: rewrite rules applied in order, each with its reason -----------------------
 
-_UNIT = r"(?:square\s+|cubic\s+)?[a-zA-Z]+(?:\s+[a-zA-Z]+)*\s*(?:\^\{?\d\}?)?\s*$"
+_UNIT = r"(?:square\s+|cubic\s+)?[a-zA-Z]+(?:\s+[a-zA-Z]+)*(?:/[a-zA-Z]+)?\s*(?:\^\{?\d\}?)?\s*$"
 _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement in [
     # explicit thousands separators: 18{,}360, 10,\!080, 26\,000 are one number
     (r"(?<=\d)(?:\{,\}|,\\!\s*|\\,)(?=\d{3})", ""),
@@ -160,7 +164,9 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     # one spelling for every text-like command
     (r"\\(?:text(?:bf|rm|it|normal)?|mbox|mathrm|mathbf|mathit|operatorname)\s*\{", r"\\text{"),
     # a trailing \text{...} after a value is a unit: 5.4 \text{ cents}, 864 \mbox{ inches}^2
-    (r"(?<=\S)\s*\\text\{\s*[a-zA-Z][a-zA-Z ]*\}\s*(?:\^\{?\d\}?)?\s*$", ""),
+    # (km/h, m/s^2 and \text{km}/\text{h} too)
+    (r"(?<=\S)\s*\\text\{\s*[a-zA-Z][a-zA-Z ]*(?:/\s*[a-zA-Z]+)?\}\s*(?:\^\{?\d\}?)?"
+     r"(?:\s*/\s*\\text\{\s*[a-zA-Z]+\}\s*(?:\^\{?\d\}?)?)?\s*$", ""),
     # bare words after a number too: 12 inches, 12\pi square units (but not 5 i or 2 pi)
     (r"(?<=[\d}])\s+(?!(?:pi|sqrt)\b)(?=[a-zA-Z]{2})" + _UNIT, ""),
     # any other \text{...} is the answer itself: \text{Evelyn} -> Evelyn
@@ -216,6 +222,8 @@ def _normalize(answer: str) -> str:
     answer = _as_intervals(answer) or answer
     while answer[:1] == "{" and _matching_close(answer, 0) == len(answer) - 1:  # {5} is 5
         answer = answer[1:-1]
+    if answer.startswith("\\{") and answer.endswith("\\}") and len(_split_top_level(answer[2:-2], ",")) == 1:
+        answer = answer[2:-2]  # the one-element set \{3\} is the answer 3
     return answer
 
 
@@ -346,7 +354,8 @@ def _same_shape(pred: tuple, gold: tuple, deadline: float) -> bool:
 
 _MATH_WORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi"}
 # A label before an answer: x=, a_1=, f(x)=, AB=, |AB|=, V_1:V_2=, \frac{NO}{BO}=
-_NAME = r"(?:\|[A-Za-z]+\||[A-Za-z](?:[A-Za-z0-9']|_\{?\w+\}?)*|\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|[a-zA-Z]\([a-z]\))"
+_NAME = (r"(?:\|[A-Za-z]+\||[A-Za-z](?:[A-Za-z0-9']|_\{?\w+\}?)*|\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}"
+         r"|[a-zA-Z](?:\^\{?-1\}?)?\([A-Za-z0-9]+\)|m?\\angle ?[A-Z]{1,3})")
 _LABEL = re.compile(rf"^{_NAME}(?::{_NAME})*=(?!=)")
 _NUMBER_WORDS = {word: str(n) for n, word in enumerate("zero one two three four five six seven eight nine".split())}
 

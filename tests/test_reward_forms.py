@@ -16,9 +16,19 @@ from reward import extract_answer, is_equiv, math_reward
     ("Final Answer: The final answer is $\\$18.90$. <|eot_id|><|start_header_id|>user", "\\$18.90"),
     ("Final Answer: The final answer is 3.5", "3.5"),  # a decimal point is not a full stop
     ("Final Answer: The final answer is $(1, 2)$. I hope it is correct.\n\nUser: thanks", "(1, 2)"),
+    ("**Final Answer:** 5", "5"), ("Final answer: $\\frac{1}{2}$.", "\\frac{1}{2}"),  # the phrase without "is"
+    ("The final answer is: -5", "-5"), ("the final answer is **5**.", "5"),  # a colon, markdown bold
+    ("Final Answer: 5. Final Answer: The final answer is $6$.", "6"),  # the last phrase wins
 ])
 def test_the_answer_ends_where_the_response_runs_on(response, answer):
     assert extract_answer(response) == answer
+
+
+def test_the_phrase_without_is_still_needs_the_right_answer():
+    assert math_reward("**Final Answer:** $-5$", "-5") == 1.0
+    assert math_reward("**Final Answer:** $-5$", "5") == 0.0
+    assert math_reward("Final answer: $(1, 2]$", "(1, 2)") == 0.0
+    assert math_reward("Before the final answer: check $5$. So it is 6.", "5") == 0.0
 
 
 def test_a_run_on_response_still_needs_the_right_answer():
@@ -102,6 +112,21 @@ FORMS = {
         ("0.333", "\\frac{1}{3}", False), ("0.3334", "\\frac{1}{3}", False), ("-0.3333", "\\frac{1}{3}", False),
         ("4.67", "\\frac{14}{3}", False), ("0.6666", "\\frac{2}{3}", False), ("2.6667", "2.66666", False),
         ("(0.6, 2.6667)", "(\\frac{3}{5}, \\frac{8}{3}]", False),
+    ],
+    "units with a slash": [
+        ("50\\text{ km/h}", "50", True), ("9.8\\,\\text{m/s}^2", "9.8", True), ("50 \\text{km}/\\text{h}", "50", True),
+        ("2 x/y", "2", False),  # bare letters with a slash are a value, not a unit
+        ("50\\text{ km/h}", "5", False), ("9.8\\,\\text{m/s}^2", "98", False), ("50 \\text{km}/\\text{h}", "-50", False),
+    ],
+    "angle, inverse and value-of labels": [
+        ("\\angle A = 30^\\circ", "30", True), ("m\\angle ABC = 30^\\circ", "30", True),
+        ("f^{-1}(x)=\\frac{x-3}{2}", "\\frac{x-3}{2}", True), ("P(A) = \\frac{1}{2}", "\\frac12", True), ("f(2)=5", "5", True),
+        ("\\angle A = 30^\\circ", "60", False), ("m\\angle ABC = 30^\\circ", "-30", False),
+        ("f^{-1}(x)=\\frac{x-3}{2}", "\\frac{x+3}{2}", False), ("P(A) = \\frac{1}{2}", "\\frac13", False), ("f(2)=5", "2", False),
+    ],
+    "one-element set": [
+        ("\\{3\\}", "3", True), ("\\{-\\frac12\\}", "-0.5", True),
+        ("\\{3\\}", "-3", False), ("\\{3\\}", "\\{3, 4\\}", False), ("\\{3, 4\\}", "3", False),
     ],
     "approximately": [
         ("x \\approx 11", "11", True), ("x = \\frac{1}{3} \\approx 0.33", "\\frac{1}{3}", True),
