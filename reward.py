@@ -211,7 +211,7 @@ def _normalize(answer: str) -> str:
     for pattern, replacement in _NORMALIZE_RULES:
         answer = pattern.sub(replacement, answer)
     answer = re.sub(r"(?<![\d.}^_a-zA-Z])(\d+)\\frac\{(\d+)\}\{(\d+)\}", _mixed_number, answer)
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer) and not spaced_list:  # 11,111,100
+    if re.fullmatch(r"-?(?!0,)\d{1,3}(,\d{3})+(\.\d+)?", answer) and not spaced_list:  # 11,111,100, not 0,111
         answer = answer.replace(",", "")
     several = [len(_split_top_level(answer, separator)) > 1 for separator in ",;"]
     if several[1] and not several[0] or ";" in answer and not several[1]:  # 1; 2 and (0;1) are 1, 2 and (0,1)
@@ -586,6 +586,18 @@ def _sympy_says_equal(pred: str, gold: str, mode: str, deadline: float) -> bool:
 # ---- Public API ---------------------------------------------------------------------------------
 
 
+def _decimal_comma(comma: str, point: str) -> bool:
+    """1000,99 for 1000.99 and 0,111 for 0.111: a decimal comma, when the other answer is a decimal.
+    Not 1,220 (a thousands separator in English, so 1220) and not `1, 22` (with a space, two answers)."""
+    match = re.fullmatch(r"\s*(-?\d+),(\d+)\s*", comma)
+    if not match or not re.fullmatch(r"\s*-?\d*\.\d+\s*", point):
+        return False
+    whole, decimals = match.groups()
+    if len(decimals) == 3 and 0 < len(whole.lstrip("-")) <= 3 and whole.lstrip("-") != "0":
+        return False  # 1,220 reads as one thousand two hundred and twenty
+    return Fraction(f"{whole}.{decimals}") == Fraction(point.strip())
+
+
 def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
     """Do `pred` and `gold` state the same MATH answer? Strings first, sympy only when needed;
     timeout_s bounds the sympy time of the whole check, and running out counts as "not equal"."""
@@ -593,6 +605,8 @@ def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
         return False
     if max(len(pred), len(gold)) > 2000:  # no MATH answer is this long: compare, don't parse
         return pred.strip() == gold.strip()
+    if _decimal_comma(pred, gold) or _decimal_comma(gold, pred):
+        return True
     deadline = time.monotonic() + timeout_s
     pred, gold = _normalize(pred), _normalize(gold)
     if pred == gold:
