@@ -202,6 +202,18 @@ def _mixed_number(match: re.Match) -> str:
     return f"({whole}+\\frac{{{numerator}}}{{{denominator}}})"
 
 
+def _brace_second_argument(answer: str) -> str:
+    """\\frac{\\sqrt{3}}2 -> \\frac{\\sqrt{3}}{2}: a one-character denominator after a nested numerator
+    (the rules above brace it only when the numerator has no braces of its own)."""
+    at = answer.find("\\frac{")
+    while at >= 0:
+        close = _matching_close(answer, at + 5)
+        if 0 < close < len(answer) - 1 and answer[close + 1].isalnum():
+            answer = f"{answer[:close + 1]}{{{answer[close + 1]}}}{answer[close + 2:]}"
+        at = answer.find("\\frac{", at + 1)
+    return answer
+
+
 def _normalize(answer: str) -> str:
     """A canonical string for one answer; see _NORMALIZE_RULES for each rule's reason."""
     answer = answer.strip()
@@ -210,6 +222,7 @@ def _normalize(answer: str) -> str:
         answer = _boxed_answer(answer) or answer
     for pattern, replacement in _NORMALIZE_RULES:
         answer = pattern.sub(replacement, answer)
+    answer = _brace_second_argument(answer)
     answer = re.sub(r"(?<![\d.}^_a-zA-Z])(\d+)\\frac\{(\d+)\}\{(\d+)\}", _mixed_number, answer)
     if re.fullmatch(r"-?(?!0,)\d{1,3}(,\d{3})+(\.\d+)?", answer) and not spaced_list:  # 11,111,100, not 0,111
         answer = answer.replace(",", "")

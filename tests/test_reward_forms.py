@@ -128,6 +128,11 @@ FORMS = {
         ("\\{3\\}", "3", True), ("\\{-\\frac12\\}", "-0.5", True),
         ("\\{3\\}", "-3", False), ("\\{3\\}", "\\{3, 4\\}", False), ("\\{3, 4\\}", "3", False),
     ],
+    "one-character denominator after a nested numerator": [
+        ("\\frac{\\sqrt{3}}2", "\\frac{\\sqrt{3}}{2}", True), ("\\frac{\\sqrt{2}}2", "\\frac{1}{\\sqrt{2}}", True),
+        ("\\frac{1+\\sqrt{5}}4", "\\frac{1+\\sqrt{5}}{4}", True),
+        ("\\frac{\\sqrt{3}}2", "\\frac{\\sqrt{3}}{3}", False), ("\\frac{\\sqrt{3}}2", "\\frac{\\sqrt{3}}{20}", False),
+    ],
     "decimal comma": [
         ("1000,99", "1000.99", True), ("1,22", "1.22", True), ("0,111", "0.111", True), ("-3,25", "-3.25", True),
         ("1,220", "1.22", False), ("1, 22", "1.22", False), ("1000,99", "1000.9", False), ("1,22", "-1.22", False),
