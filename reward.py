@@ -159,10 +159,11 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     (r"\\?%|\\?\$", ""),
     # one spelling for every text-like command
     (r"\\(?:text(?:bf|rm|it|normal)?|mbox|mathrm|mathbf|mathit|operatorname)\s*\{", r"\\text{"),
-    # a trailing \text{...} after a value is a unit: 5.4 \text{ cents}, 864 \mbox{ inches}^2
-    # (km/h, m/s^2 and \text{km}/\text{h} too)
-    (r"(?<=\S)\s*\\text\{\s*[a-zA-Z][a-zA-Z ]*(?:/\s*[a-zA-Z]+)?\}\s*(?:\^\{?\d\}?)?"
-     r"(?:\s*/\s*\\text\{\s*[a-zA-Z]+\}\s*(?:\^\{?\d\}?)?)?\s*$", ""),
+    # a \text{...} after a value, ending the answer or a list item, is a unit: 5.4 \text{ cents},
+    # 864 \mbox{ inches}^2, 3 \text{ cm}, 4 \text{ cm} (km/h, m/s^2, \text{km}/\text{h} too); but
+    # \text{A}, \text{B} is two answers: a unit follows a value, never a comma
+    (r"(?<=[\w})])\s*\\text\{\s*[a-zA-Z][a-zA-Z ]*(?:/\s*[a-zA-Z]+)?\}\s*(?:\^\{?\d\}?)?"
+     r"(?:\s*/\s*\\text\{\s*[a-zA-Z]+\}\s*(?:\^\{?\d\}?)?)?\s*(?=,|$)", ""),
     # bare words after a number too: 12 inches, 12\pi square units (but not 5 i or 2 pi)
     (r"(?<=[\d}])\s+(?!(?:pi|sqrt)\b)(?=[a-zA-Z]{2})" + _UNIT, ""),
     # any other \text{...} is the answer itself: \text{Evelyn} -> Evelyn
@@ -341,6 +342,9 @@ def _same_shape(pred: tuple, gold: tuple, deadline: float) -> bool:
     for a, b in ((pred, gold), (gold, pred)):  # a vector may be written as a tuple: (1, 2, 3)
         if a[0] == "matrix" and b[0] == "tuple" and b[1] == "()" and min(len(a[1]), len(a[1][0])) == 1:
             return same_items(sum(a[1], []), b[2])
+    for a, b in ((pred, gold), (gold, pred)):  # \frac{1}{2} or 0.5: two spellings of one value
+        if a[0] == "set" and b[0] == "value" and len(set(a[1])) == len(a[1]) > 1:
+            return all(_same_value(item, b[1], deadline) for item in a[1])
     if pred[0] != gold[0]:
         return False
     if gold[0] == "value":

@@ -133,6 +133,14 @@ FORMS = {
         ("\\frac{1+\\sqrt{5}}4", "\\frac{1+\\sqrt{5}}{4}", True),
         ("\\frac{\\sqrt{3}}2", "\\frac{\\sqrt{3}}{3}", False), ("\\frac{\\sqrt{3}}2", "\\frac{\\sqrt{3}}{20}", False),
     ],
+    "two spellings of one value": [
+        ("\\frac{1}{2} \\text{ or } 0.5", "0.5", True), ("x=\\frac12 \\text{ or } x=0.5", "\\frac{1}{2}", True),
+        ("\\frac{1}{2} \\text{ or } 0.6", "0.5", False), ("1, -1", "1", False), ("2, 3", "2", False),
+    ],
+    "units on list items": [
+        ("3 \\text{ cm}, 4 \\text{ cm}", "3, 4", True), ("(3\\text{ cm}, 4)", "(3, 4)", True), ("\\text{A}, \\text{C}", "A, C", True),
+        ("3 \\text{ cm}, 4 \\text{ cm}", "3, 5", False), ("\\text{A}, \\text{C}", "A", False), ("2, \\text{even}", "2", False),
+    ],
     "decimal comma": [
         ("1000,99", "1000.99", True), ("1,22", "1.22", True), ("0,111", "0.111", True), ("-3,25", "-3.25", True),
         ("1,220", "1.22", False), ("1, 22", "1.22", False), ("1000,99", "1000.9", False), ("1,22", "-1.22", False),
