@@ -18,7 +18,7 @@ or the last \\boxed{}, together with the boxes just before it that only glue sep
 How is_equiv decides, cheapest step first:
 1. normalize both strings with the rules in _NORMALIZE_RULES (units, \\left, spacing, ...); `;`
    separates list items like `,`; an inequality (x <= 5, -2 <= x < 7, 0 < f(x) < 1, several
-   joined by "or") becomes its interval or union, open and closed ends kept;
+   joined by "or", or in |x|: 1 <= |z| <= 2) becomes its interval or union, open and closed ends kept;
 2. read each answer's shape: matrix, union of intervals, tuple / interval (order and brackets
    matter), unordered list or set (order does not; a list of tuples is a set of solutions), or a
    single value; a label before it goes (AB = 4, |AB| = 1, V_1:V_2 = 11:21, BC = (matrix),
@@ -32,9 +32,9 @@ How is_equiv decides, cheapest step first:
 
 Known limits: the question is not seen, so units, "simplest form" and radians vs degrees are
 judged on the value alone; a label is dropped whatever it names (x = 5 answers "find y" too);
-\\log_b, |x|, \\sum, repeating decimals (0.\\overline{3}), answers in free text without a box or
+\\log_b, \\sum, repeating decimals (0.\\overline{3}), answers in free text without a box or
 the phrase, "or" between boxes (MATH uses it for two spellings of one value) and inequalities in
-|x| are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
+|x - a| are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
 """
 
 import os
@@ -246,6 +246,8 @@ def _as_interval(inequality: str) -> str | None:
     Open and closed ends are kept, so x<5 never equals (-\\infty,5]."""
     parts = _BOUND_RELATION.split(inequality)
     flipped = {"<": ">", ">": "<", "≤": "≥", "≥": "≤"}
+    if any(re.fullmatch(r"\|[a-zA-Z]\|", part) for part in parts[::2]):
+        return _as_absolute_interval(parts)
     if len(parts) == 3 and parts[0][:1] == "-" and _VARIABLE.fullmatch(parts[0][1:]) and \
             re.fullmatch(r"-?(?:\d+(?:\.\d+)?|\\frac\{\d+\}\{\d+\})", parts[2]):  # -x>-1 is x<1
         bound = parts[2][1:] if parts[2][:1] == "-" else "-" + parts[2]
@@ -266,6 +268,27 @@ def _as_interval(inequality: str) -> str | None:
     if not low or not high or _VARIABLE.fullmatch(low) or _VARIABLE.fullmatch(high):
         return None
     return f"{low_end}{low},{high}{high_end}"
+
+
+def _as_absolute_interval(parts: list[str]) -> str | None:
+    """|x|<5 -> (-5,5); |x|≥2 -> (-\\infty,-2]\\cup[2,\\infty); 1≤|z|≤\\frac{3}{2} -> [-\\frac{3}{2},-1]\\cup[1,\\frac{3}{2}].
+    Only for |variable| and positive number bounds (ends kept); else None."""
+    if len(parts) == 3 and not re.fullmatch(r"\|[a-zA-Z]\|", parts[0]):  # 5>|x| is |x|<5
+        parts = [parts[2], {"<": ">", ">": "<", "≤": "≥", "≥": "≤"}[parts[1]], parts[0]]
+    bounds = [parts[i] for i in range(0, len(parts), 2) if not re.fullmatch(r"\|[a-zA-Z]\|", parts[i])]
+    if len(bounds) != len(parts) // 2 or any(not ((value := _as_fraction(b)) and value > 0) for b in bounds):
+        return None
+    closed = {op: op in "≤≥" for op in parts[1::2]}
+    if len(parts) == 3:  # |x| < b or |x| > b
+        b, op = parts[2], parts[1]
+        if op in "<≤":
+            return f"{'[' if closed[op] else '('}-{b},{b}{']' if closed[op] else ')'}"
+        return f"(-\\infty,-{b}{']' if closed[op] else ')'}\\cup{'[' if closed[op] else '('}{b},\\infty)"
+    if len(parts) == 5 and parts[1] in "<≤" and parts[3] in "<≤" and _as_fraction(parts[0]) < _as_fraction(parts[4]):
+        a, b, low, high = parts[0], parts[4], parts[1] == "≤", parts[3] == "≤"  # a < |x| < b
+        return (f"{'[' if high else '('}-{b},-{a}{']' if low else ')'}\\cup"
+                f"{'[' if low else '('}{a},{b}{']' if high else ')'}")
+    return None
 
 
 def _as_intervals(answer: str) -> str | None:

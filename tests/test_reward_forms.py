@@ -100,6 +100,13 @@ FORMS = {
         ("x \\le -5", "x \\le 5", False), ("x < -2 \\text{ or } x > 3", "(-\\infty,-2)\\cup[3,\\infty)", False),
         ("x < -2", "(-\\infty,-2)\\cup(3,\\infty)", False),
     ],
+    "inequalities in |x|": [
+        ("1\\leq|z|\\leq \\frac{3}{2}", "z \\in [-\\frac{3}{2}, -1] \\cup [1, \\frac{3}{2}]", True), ("|x|<5", "(-5,5)", True),
+        ("|x| > 2", "(-\\infty,-2)\\cup(2,\\infty)", True), ("|x|\\ge 2", "x \\le -2 \\text{ or } x \\ge 2", True),
+        ("1<|z|\\leq 2", "[-2,-1)\\cup(1,2]", True),
+        ("|x|<5", "[-5,5]", False), ("|x|<5", "(0,5)", False), ("|x| > 2", "(-\\infty,-2]\\cup(2,\\infty)", False),
+        ("|x| > 2", "(2,\\infty)", False), ("1<|z|\\leq 2", "[-2,-1]\\cup[1,2]", False), ("|x|<-5", "(5,-5)", False),
+    ],
     "identities and commuting factors": [
         ("\\sec^2 y", "\\tan^2 y + 1", True), ("\\sec^2(y)", "\\tan^2(y)+1", True), ("\\sin^2 x + \\cos^2 x", "1", True),
         ("x\\sqrt{2} + 1", "1 + \\sqrt{2}x", True), ("2ab + 3", "3 + 2ba", True),
