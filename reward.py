@@ -108,9 +108,9 @@ def _boxed_answer(text: str) -> str | None:
 
 
 # Where a response that runs on after its final answer stops answering: a chat template's next
-# turn (the model did not stop), or a new sentence.
-_ANSWER_ENDS = re.compile(r"I hope it is correct|<\||</s>|\n|\b(?:Human|User|Assistant|Problem):|(?-i:\.\s+(?=[A-Z]))",
-                          re.IGNORECASE)
+# turn (the model did not stop), a new sentence, or a reason (", because 2 + 3 = 5").
+_ANSWER_ENDS = re.compile(r"I hope it is correct|<\||</s>|\n|\b(?:Human|User|Assistant|Problem):|(?-i:\.\s+(?=[A-Z]))"
+                          r"|,?\s+(?:because|since|which)\s", re.IGNORECASE)
 
 
 # "The final answer is $X$" (the paper's prompt), "Final Answer: X", "**Final Answer:** X"
@@ -133,7 +133,8 @@ def extract_answer(response: str) -> str | None:
         return None
     answer = re.sub(r"^[\s:*]+", "", response[phrase_at:])  # "The final answer is: **5**"
     span = re.match(r"\$((?:[^$\\]|\\.)+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
-    answer = span[1] if span else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
+    display = re.match(r"\\\[(.+?)\\\]", answer, re.DOTALL)  # \[ X \], on lines of its own or not
+    answer = span[1] if span else display[1].strip() if display else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
     answer = answer.strip().rstrip(".").strip().strip("$*").removeprefix("\\(").removesuffix("\\)")
     return answer.strip().rstrip(".").strip() or None
 
@@ -271,7 +272,7 @@ def _as_interval(inequality: str) -> str | None:
 
 
 def _as_absolute_interval(parts: list[str]) -> str | None:
-    """|x|<5 -> (-5,5); |x|≥2 -> (-\\infty,-2]\\cup[2,\\infty); 1≤|z|≤\\frac{3}{2} -> [-\\frac{3}{2},-1]\\cup[1,\\frac{3}{2}].
+    """|x|<5 -> (-5,5); |x|≥2 -> (-\\infty,-2]\\cup[2,\\infty); 1≤|z|<2 -> (-2,-1]\\cup[1,2).
     Only for |variable| and positive number bounds (ends kept); else None."""
     if len(parts) == 3 and not re.fullmatch(r"\|[a-zA-Z]\|", parts[0]):  # 5>|x| is |x|<5
         parts = [parts[2], {"<": ">", ">": "<", "≤": "≥", "≥": "≤"}[parts[1]], parts[0]]

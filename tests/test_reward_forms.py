@@ -19,6 +19,8 @@ from reward import extract_answer, is_equiv, math_reward
     ("**Final Answer:** 5", "5"), ("Final answer: $\\frac{1}{2}$.", "\\frac{1}{2}"),  # the phrase without "is"
     ("The final answer is: -5", "-5"), ("the final answer is **5**.", "5"),  # a colon, markdown bold
     ("Final Answer: 5. Final Answer: The final answer is $6$.", "6"),  # the last phrase wins
+    ("The final answer is 5, because 2 + 3 = 5.", "5"), ("The final answer is 5 since it is odd", "5"),  # a reason
+    ("The final answer is \\[\\frac{1}{2}\\]", "\\frac{1}{2}"), ("The final answer is:\n\\[\n-3\n\\]\nI hope", "-3"),  # display
 ])
 def test_the_answer_ends_where_the_response_runs_on(response, answer):
     assert extract_answer(response) == answer
@@ -29,6 +31,8 @@ def test_the_phrase_without_is_still_needs_the_right_answer():
     assert math_reward("**Final Answer:** $-5$", "5") == 0.0
     assert math_reward("Final answer: $(1, 2]$", "(1, 2)") == 0.0
     assert math_reward("Before the final answer: check $5$. So it is 6.", "5") == 0.0
+    assert math_reward("The final answer is -5, because 2 + 3 = 5.", "5") == 0.0
+    assert math_reward("The final answer is \\[-3\\]", "3") == 0.0
 
 
 def test_a_run_on_response_still_needs_the_right_answer():
