@@ -10,8 +10,9 @@ hand-labelled pairs in tests/math_equiv_cases.jsonl (tests/test_reward_math.py).
     math_reward(response, gold)        1.0 / 0.0 for a MATH solution; never raises
     arithmetic_reward(response, gold)  1.0 / 0.0 for the synthetic arithmetic task
 
-Where the answer is (extract_answer): after the last "final answer is" (or "Final Answer:"), up
-to where the response runs on (a new sentence, a chat template's next turn), markdown ** dropped;
+Where the answer is (extract_answer): after the last "final answer is" (or "Final Answer:"): a
+$X$ or \\[X\\] span, or up to where the response runs on (a new sentence, a chat template's next
+turn, ", because ..."), markdown ** dropped;
 or the last \\boxed{}, together with the boxes just before it that only glue separates
 (`\\boxed{1} and \\boxed{2}` is the list 1, 2). "The answer is 5" alone is not an answer.
 
