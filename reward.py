@@ -10,41 +10,44 @@ hand-labelled pairs in tests/math_equiv_cases.jsonl (tests/test_reward_math.py).
     math_reward(response, gold)        1.0 / 0.0 for a MATH solution; never raises
     arithmetic_reward(response, gold)  1.0 / 0.0 for the synthetic arithmetic task
 
-Where the answer is (extract_answer): after the last "final answer is", up to where the response
-runs on (a new sentence, a chat template's next turn); or the last \\boxed{}, together with the
-boxes just before it that only glue separates (`\\boxed{1} and \\boxed{2}` is the list 1, 2).
+Where the answer is (extract_answer): after the last "final answer is" (or "Final Answer:"): a
+$X$ or \\[X\\] span, or up to where the response runs on (a new sentence, a chat template's next
+turn, ", because ..."), markdown ** dropped;
+or the last \\boxed{}, together with the boxes just before it that only glue separates
+(`\\boxed{1} and \\boxed{2}` is the list 1, 2). "The answer is 5" alone is not an answer.
 
 How is_equiv decides, cheapest step first:
 1. normalize both strings with the rules in _NORMALIZE_RULES (units, \\left, spacing, ...); `;`
    separates list items like `,`; an inequality (x <= 5, -2 <= x < 7, 0 < f(x) < 1, several
-   joined by "or") becomes its interval or union, open and closed ends kept;
+   joined by "or", or in |x|: 1 <= |z| <= 2) becomes its interval or union, open and closed ends kept;
 2. read each answer's shape: matrix, union of intervals, tuple / interval (order and brackets
    matter), unordered list or set (order does not; a list of tuples is a set of solutions), or a
-   single value; a label before it goes (AB = 4, |AB| = 1, V_1:V_2 = 11:21, BC = (matrix));
+   single value; a label before it goes (AB = 4, |AB| = 1, V_1:V_2 = 11:21, BC = (matrix),
+   \\angle A = 30, f^{-1}(x) = ..., P(A) = ...); a decimal comma (1000,99) matches a decimal gold;
 3. compare single values: equal strings; words as text; plain numbers exactly (Fraction), except
    that a decimal of 4+ places matches a fraction with no finite decimal if it is that fraction
    rounded (0.0833 for 1/12); only what is left goes to sympy (identities such as sec^2 y =
    tan^2 y + 1, factors in another order);
-4. sympy runs in a child process (`python reward.py --sympy-worker`) under a deadline: a thread
-   cannot be killed but a process can, and signal.alarm only works on the main thread. A hostile
-   answer like 10^{10^{10}} costs timeout_s and a worker restart, never a hang.
+4. sympy runs in a child process under a deadline (sympy_check.py): a hostile answer like
+   10^{10^{10}} costs timeout_s and a worker restart, never a hang.
 
 Known limits: the question is not seen, so units, "simplest form" and radians vs degrees are
 judged on the value alone; a label is dropped whatever it names (x = 5 answers "find y" too);
-\\log_b, |x|, \\sum, decimal commas (1000,99), answers in free text without a box or the phrase,
-"or" between boxes (MATH uses it for two spellings of one value) and inequalities in -x or |x|
-are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
+\\log_b, \\sum, repeating decimals (0.\\overline{3}), answers in free text without a box or
+the phrase, "or" between boxes (MATH uses it for two spellings of one value) and inequalities in
+|x - a| are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
 """
 
-import json
 import os
-import queue
 import re
-import subprocess
 import sys
-import threading
 import time
 from fractions import Fraction
+
+if os.path.dirname(os.path.abspath(__file__)) not in map(os.path.abspath, sys.path):
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # loaded by path: sympy_check.py is beside it
+from sympy_check import MATH_FUNCTIONS as _MATH_WORDS  # noqa: E402
+from sympy_check import sympy_says_equal as _sympy_says_equal  # noqa: E402
 
 # ---- Extraction --------------------------------------------------------------------------------
 
@@ -58,12 +61,6 @@ def _matching_close(text: str, start: int, opens: str = "{", closes: str = "}") 
         if depth == 0:
             return i
     return -1
-
-
-def _braced_argument(text: str, start: int) -> str | None:
-    """'{a{b}c}...' with start at the first '{' -> 'a{b}c'; None if there is no balanced group."""
-    close = _matching_close(text, start) if text.startswith("{", start) else -1
-    return text[start + 1 : close] if close > 0 else None
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
@@ -112,9 +109,13 @@ def _boxed_answer(text: str) -> str | None:
 
 
 # Where a response that runs on after its final answer stops answering: a chat template's next
-# turn (the model did not stop), or a new sentence.
-_ANSWER_ENDS = re.compile(r"I hope it is correct|<\||</s>|\n|\b(?:Human|User|Assistant|Problem):|(?-i:\.\s+(?=[A-Z]))",
-                          re.IGNORECASE)
+# turn (the model did not stop), a new sentence, or a reason (", because 2 + 3 = 5").
+_ANSWER_ENDS = re.compile(r"I hope it is correct|<\||</s>|\n|\b(?:Human|User|Assistant|Problem):|(?-i:\.\s+(?=[A-Z]))"
+                          r"|,?\s+(?:because|since|which)\s", re.IGNORECASE)
+
+
+# "The final answer is $X$" (the paper's prompt), "Final Answer: X", "**Final Answer:** X"
+_FINAL_PHRASE = re.compile(r"final answer(?:\s+is|\*{0,2}\s*:)", re.IGNORECASE)
 
 
 def extract_answer(response: str) -> str | None:
@@ -126,21 +127,22 @@ def extract_answer(response: str) -> str | None:
     """
     if not response:
         return None
-    phrase_at = max((m.end() for m in re.finditer(r"final answer is", response, re.IGNORECASE)), default=-1)
+    phrase_at = max((m.end() for m in _FINAL_PHRASE.finditer(response)), default=-1)
     if max(response.rfind("\\boxed"), response.rfind("\\fbox")) > phrase_at:
         return _boxed_answer(response)  # "The final answer is $\boxed{5}$" lands here too
     if phrase_at < 0:
         return None
-    answer = response[phrase_at:].strip()
+    answer = re.sub(r"^[\s:*]+", "", response[phrase_at:])  # "The final answer is: **5**"
     span = re.match(r"\$((?:[^$\\]|\\.)+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
-    answer = span[1] if span else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
-    answer = answer.strip().rstrip(".").strip().strip("$").removeprefix("\\(").removesuffix("\\)")
+    display = re.match(r"\\\[(.+?)\\\]", answer, re.DOTALL)  # \[ X \], on lines of its own or not
+    answer = span[1] if span else display[1].strip() if display else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
+    answer = answer.strip().rstrip(".").strip().strip("$*").removeprefix("\\(").removesuffix("\\)")
     return answer.strip().rstrip(".").strip() or None
 
 
 # ---- Normalization: rewrite rules applied in order, each with its reason -----------------------
 
-_UNIT = r"(?:square\s+|cubic\s+)?[a-zA-Z]+(?:\s+[a-zA-Z]+)*\s*(?:\^\{?\d\}?)?\s*$"
+_UNIT = r"(?:square\s+|cubic\s+)?[a-zA-Z]+(?:\s+[a-zA-Z]+)*(?:/[a-zA-Z]+)?\s*(?:\^\{?\d\}?)?\s*$"
 _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement in [
     # explicit thousands separators: 18{,}360, 10,\!080, 26\,000 are one number
     (r"(?<=\d)(?:\{,\}|,\\!\s*|\\,)(?=\d{3})", ""),
@@ -159,8 +161,11 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     (r"\\?%|\\?\$", ""),
     # one spelling for every text-like command
     (r"\\(?:text(?:bf|rm|it|normal)?|mbox|mathrm|mathbf|mathit|operatorname)\s*\{", r"\\text{"),
-    # a trailing \text{...} after a value is a unit: 5.4 \text{ cents}, 864 \mbox{ inches}^2
-    (r"(?<=\S)\s*\\text\{\s*[a-zA-Z][a-zA-Z ]*\}\s*(?:\^\{?\d\}?)?\s*$", ""),
+    # a \text{...} after a value, ending the answer or a list item, is a unit: 5.4 \text{ cents},
+    # 864 \mbox{ inches}^2, 3 \text{ cm}, 4 \text{ cm} (km/h, m/s^2, \text{km}/\text{h} too); but
+    # \text{A}, \text{B} is two answers: a unit follows a value, never a comma
+    (r"(?<=[\w})])\s*\\text\{\s*[a-zA-Z][a-zA-Z ]*(?:/\s*[a-zA-Z]+)?\}\s*(?:\^\{?\d\}?)?"
+     r"(?:\s*/\s*\\text\{\s*[a-zA-Z]+\}\s*(?:\^\{?\d\}?)?)?\s*(?=,|$)", ""),
     # bare words after a number too: 12 inches, 12\pi square units (but not 5 i or 2 pi)
     (r"(?<=[\d}])\s+(?!(?:pi|sqrt)\b)(?=[a-zA-Z]{2})" + _UNIT, ""),
     # any other \text{...} is the answer itself: \text{Evelyn} -> Evelyn
@@ -196,6 +201,18 @@ def _mixed_number(match: re.Match) -> str:
     return f"({whole}+\\frac{{{numerator}}}{{{denominator}}})"
 
 
+def _brace_second_argument(answer: str) -> str:
+    """\\frac{\\sqrt{3}}2 -> \\frac{\\sqrt{3}}{2}: a one-character denominator after a nested numerator
+    (the rules above brace it only when the numerator has no braces of its own)."""
+    at = answer.find("\\frac{")
+    while at >= 0:
+        close = _matching_close(answer, at + 5)
+        if 0 < close < len(answer) - 1 and answer[close + 1].isalnum():
+            answer = f"{answer[:close + 1]}{{{answer[close + 1]}}}{answer[close + 2:]}"
+        at = answer.find("\\frac{", at + 1)
+    return answer
+
+
 def _normalize(answer: str) -> str:
     """A canonical string for one answer; see _NORMALIZE_RULES for each rule's reason."""
     answer = answer.strip()
@@ -204,8 +221,9 @@ def _normalize(answer: str) -> str:
         answer = _boxed_answer(answer) or answer
     for pattern, replacement in _NORMALIZE_RULES:
         answer = pattern.sub(replacement, answer)
+    answer = _brace_second_argument(answer)
     answer = re.sub(r"(?<![\d.}^_a-zA-Z])(\d+)\\frac\{(\d+)\}\{(\d+)\}", _mixed_number, answer)
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer) and not spaced_list:  # 11,111,100
+    if re.fullmatch(r"-?(?!0,)\d{1,3}(,\d{3})+(\.\d+)?", answer) and not spaced_list:  # 11,111,100, not 0,111
         answer = answer.replace(",", "")
     several = [len(_split_top_level(answer, separator)) > 1 for separator in ",;"]
     if several[1] and not several[0] or ";" in answer and not several[1]:  # 1; 2 and (0;1) are 1, 2 and (0,1)
@@ -216,6 +234,8 @@ def _normalize(answer: str) -> str:
     answer = _as_intervals(answer) or answer
     while answer[:1] == "{" and _matching_close(answer, 0) == len(answer) - 1:  # {5} is 5
         answer = answer[1:-1]
+    if answer.startswith("\\{") and answer.endswith("\\}") and len(_split_top_level(answer[2:-2], ",")) == 1:
+        answer = answer[2:-2]  # the one-element set \{3\} is the answer 3
     return answer
 
 
@@ -228,6 +248,8 @@ def _as_interval(inequality: str) -> str | None:
     Open and closed ends are kept, so x<5 never equals (-\\infty,5]."""
     parts = _BOUND_RELATION.split(inequality)
     flipped = {"<": ">", ">": "<", "≤": "≥", "≥": "≤"}
+    if any(re.fullmatch(r"\|[a-zA-Z]\|", part) for part in parts[::2]):
+        return _as_absolute_interval(parts)
     if len(parts) == 3 and parts[0][:1] == "-" and _VARIABLE.fullmatch(parts[0][1:]) and \
             re.fullmatch(r"-?(?:\d+(?:\.\d+)?|\\frac\{\d+\}\{\d+\})", parts[2]):  # -x>-1 is x<1
         bound = parts[2][1:] if parts[2][:1] == "-" else "-" + parts[2]
@@ -248,6 +270,27 @@ def _as_interval(inequality: str) -> str | None:
     if not low or not high or _VARIABLE.fullmatch(low) or _VARIABLE.fullmatch(high):
         return None
     return f"{low_end}{low},{high}{high_end}"
+
+
+def _as_absolute_interval(parts: list[str]) -> str | None:
+    """|x|<5 -> (-5,5); |x|≥2 -> (-\\infty,-2]\\cup[2,\\infty); 1≤|z|<2 -> (-2,-1]\\cup[1,2).
+    Only for |variable| and positive number bounds (ends kept); else None."""
+    if len(parts) == 3 and not re.fullmatch(r"\|[a-zA-Z]\|", parts[0]):  # 5>|x| is |x|<5
+        parts = [parts[2], {"<": ">", ">": "<", "≤": "≥", "≥": "≤"}[parts[1]], parts[0]]
+    bounds = [parts[i] for i in range(0, len(parts), 2) if not re.fullmatch(r"\|[a-zA-Z]\|", parts[i])]
+    if len(bounds) != len(parts) // 2 or any(not ((value := _as_fraction(b)) and value > 0) for b in bounds):
+        return None
+    closed = {op: op in "≤≥" for op in parts[1::2]}
+    if len(parts) == 3:  # |x| < b or |x| > b
+        b, op = parts[2], parts[1]
+        if op in "<≤":
+            return f"{'[' if closed[op] else '('}-{b},{b}{']' if closed[op] else ')'}"
+        return f"(-\\infty,-{b}{']' if closed[op] else ')'}\\cup{'[' if closed[op] else '('}{b},\\infty)"
+    if len(parts) == 5 and parts[1] in "<≤" and parts[3] in "<≤" and _as_fraction(parts[0]) < _as_fraction(parts[4]):
+        a, b, low, high = parts[0], parts[4], parts[1] == "≤", parts[3] == "≤"  # a < |x| < b
+        return (f"{'[' if high else '('}-{b},-{a}{']' if low else ')'}\\cup"
+                f"{'[' if low else '('}{a},{b}{']' if high else ')'}")
+    return None
 
 
 def _as_intervals(answer: str) -> str | None:
@@ -324,6 +367,9 @@ def _same_shape(pred: tuple, gold: tuple, deadline: float) -> bool:
     for a, b in ((pred, gold), (gold, pred)):  # a vector may be written as a tuple: (1, 2, 3)
         if a[0] == "matrix" and b[0] == "tuple" and b[1] == "()" and min(len(a[1]), len(a[1][0])) == 1:
             return same_items(sum(a[1], []), b[2])
+    for a, b in ((pred, gold), (gold, pred)):  # \frac{1}{2} or 0.5: two spellings of one value
+        if a[0] == "set" and b[0] == "value" and len(set(a[1])) == len(a[1]) > 1:
+            return all(_same_value(item, b[1], deadline) for item in a[1])
     if pred[0] != gold[0]:
         return False
     if gold[0] == "value":
@@ -344,9 +390,9 @@ def _same_shape(pred: tuple, gold: tuple, deadline: float) -> bool:
 
 # ---- One value against another -----------------------------------------------------------------
 
-_MATH_WORDS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi"}
 # A label before an answer: x=, a_1=, f(x)=, AB=, |AB|=, V_1:V_2=, \frac{NO}{BO}=
-_NAME = r"(?:\|[A-Za-z]+\||[A-Za-z](?:[A-Za-z0-9']|_\{?\w+\}?)*|\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|[a-zA-Z]\([a-z]\))"
+_NAME = (r"(?:\|[A-Za-z]+\||[A-Za-z](?:[A-Za-z0-9']|_\{?\w+\}?)*|\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}"
+         r"|[a-zA-Z](?:\^\{?-1\}?)?\([A-Za-z0-9]+\)|m?\\angle ?[A-Z]{1,3})")
 _LABEL = re.compile(rf"^{_NAME}(?::{_NAME})*=(?!=)")
 _NUMBER_WORDS = {word: str(n) for n, word in enumerate("zero one two three four five six seven eight nine".split())}
 
@@ -426,155 +472,19 @@ def _same_value(pred: str, gold: str, deadline: float) -> bool:
     return _sympy_says_equal(pred, gold, "value", deadline)
 
 
-# ---- LaTeX -> sympy syntax (in the caller, so what is not math fails without a worker) ---------
-
-_GREEK = set("alpha beta gamma delta epsilon theta phi mu sigma omega".split())
-_LATEX_NAMES = {"infty": "oo", "cdot": "*", "times": "*", "div": "/", "lambda": "lamda",
-                **{name: name for name in _MATH_WORDS | _GREEK}}
-# commands with braced arguments; the leading " " keeps i\sqrt{3} from becoming the name isqrt
-_LATEX_FUNCTIONS = {"\\frac": (2, "(({0})/({1}))"), "\\binom": (2, " binomial({0},{1})"),
-                    "\\root": (2, "(({1})**(1/({0})))"), "\\sqrt": (1, " sqrt({0})")}
-
-
-def _to_sympy_syntax(latex: str) -> str | None:
-    """\\frac{a}{b} -> ((a)/(b)), \\sqrt[n]{a} -> ((a)**(1/(n))), \\pi -> pi, {} -> ().
-    None for any other command, or for any character that is not arithmetic."""
-    if len(latex) > 500:
-        return None
-    text = re.sub(r"\\sqrt\[([^\[\]]*)\]", r"\\root{\1}", latex)  # \sqrt[3]{8} -> \root{3}{8}
-    # \sec^2 y, \sin^{2}(2x): the power belongs to the value, sec(y)^2, not to the name
-    text = re.sub(r"\\(sin|cos|tan|cot|sec|csc)\^(\d|\{\d+\})\s*(\([^()]*\)|\\?[a-zA-Z0-9]+)", r"(\\\1(\3))^\2", text)
-    for command, (arity, template) in _LATEX_FUNCTIONS.items():
-        while (at := text.rfind(command)) >= 0:  # the last one has no other inside its arguments
-            arguments, end = [], at + len(command)
-            for _ in range(arity):
-                if (argument := _braced_argument(text, end)) is None:
-                    return None
-                arguments.append(argument)
-                end += len(argument) + 2
-            text = text[:at] + template.format(*arguments) + text[end:]
-    if any(name not in _LATEX_NAMES for name in re.findall(r"\\([a-zA-Z]+)", text)):
-        return None
-    text = re.sub(r"\\([a-zA-Z]+)", lambda m: f" {_LATEX_NAMES[m[1]]} ", text)
-    text = text.replace("{", "(").replace("}", ")")
-    # no quotes, underscores, dots after names or backslashes: nothing but arithmetic reaches eval
-    return text if re.fullmatch(r"[A-Za-z0-9 .,+\-*/^()!]*", text) else None
-
-
-def _sympy_equal(pred: str, gold: str, mode: str) -> bool:
-    """In the worker. Values: equal if the difference is 0, exactly for rationals (10^{100}+1 is
-    not 10^{100}), else numerically, relative for tiny numbers (1/2004! is not 1/2006!) or
-    symbolically. Equations: equal if one (lhs - rhs) is a non-zero constant times the other."""
-    import sympy
-    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application,
-                                            parse_expr, rationalize, standard_transformations)
-
-    names = {"__builtins__": {}, "e": sympy.E, "i": sympy.I}  # no builtins; MATH's e and i
-    for name in "Integer Float Rational Symbol Function factorial binomial oo I".split() + sorted(_MATH_WORDS):
-        names[name] = getattr(sympy, name)  # the parser's own output needs Integer, Symbol, ...
-    steps = standard_transformations + (implicit_multiplication_application, convert_xor, rationalize)
-    a, b = (parse_expr(text, local_dict={}, global_dict=dict(names), transformations=steps)
-            for text in (pred, gold))
-    if mode == "equation":
-        ratio = sympy.simplify(a / b)
-        return bool(ratio.is_number and ratio.is_finite and ratio != 0)
-    difference = a - b
-    if a == b or difference == 0:
-        return True
-    if difference.free_symbols:
-        return sympy.expand(difference) == 0 or sympy.simplify(difference) == 0
-    if difference.is_Rational:
-        return False
-    scale = min(sympy.Float(1), max(abs(sympy.N(a)), abs(sympy.N(b))))  # relative below 1
-    gap = abs(sympy.N(difference, 30))  # evalf raises its working precision until the gap is right
-    return bool(gap.is_finite and scale.is_finite and gap <= 1e-12 * scale)
-
-
-def _serve_sympy_requests() -> None:
-    """The worker loop: one JSON request per line on stdin, one "1" / "0" per line on stdout."""
-    try:
-        import resource  # cap memory so 10^{10^{10}} runs out of memory instead of swapping (Unix)
-
-        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
-    except (ImportError, ValueError, OSError):
-        pass
-    import sympy  # noqa: F401  (pay for the import before saying ready)
-
-    print("ready", flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        try:
-            verdict = _sympy_equal(request["pred"], request["gold"], request["mode"])
-        except Exception:  # unparseable or undecidable: not shown equal
-            verdict = False
-        print("1" if verdict else "0", flush=True)
-
-
-class _SympyWorker:
-    """One `python reward.py --sympy-worker` child, and a thread that queues its replies."""
-
-    def __init__(self) -> None:
-        command = [sys.executable, os.path.abspath(__file__), "--sympy-worker"]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
-        self.replies: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read_replies, daemon=True).start()
-        if self.replies.get(timeout=60) != "ready":  # starting is our code, not the input's: be generous
-            raise RuntimeError("the sympy worker did not start")
-
-    def _read_replies(self) -> None:
-        for line in self.process.stdout:  # ends when the child dies
-            self.replies.put(line.strip())
-
-    def ask(self, request: dict, timeout_s: float) -> bool | None:
-        """The verdict, or None when the worker ran past timeout_s (it must then be killed)."""
-        try:
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            return self.replies.get(timeout=max(timeout_s, 0.0)) == "1"
-        except (queue.Empty, OSError):
-            return None
-
-
-# Idle workers: a check takes one out and puts it back, so threads never wait on each other.
-# A forked child must not use its parent's workers (they share the pipes), hence the fork hook.
-_IDLE_WORKERS: list[_SympyWorker] = []
-_IDLE_WORKERS_LOCK = threading.Lock()
-_VERDICT_CACHE: dict[tuple[str, str, str], bool] = {}  # sympy verdicts; timeouts are not cached
-
-
-def _forget_parent_workers() -> None:
-    global _IDLE_WORKERS, _IDLE_WORKERS_LOCK
-    _IDLE_WORKERS, _IDLE_WORKERS_LOCK = [], threading.Lock()  # the lock may have been held mid-fork
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_forget_parent_workers)
-
-
-def _sympy_says_equal(pred: str, gold: str, mode: str, deadline: float) -> bool:
-    key = (_to_sympy_syntax(pred), _to_sympy_syntax(gold), mode)
-    if None in key:
-        return False
-    if key in _VERDICT_CACHE:
-        return _VERDICT_CACHE[key]
-    with _IDLE_WORKERS_LOCK:
-        worker = _IDLE_WORKERS.pop() if _IDLE_WORKERS else None
-    worker = worker or _SympyWorker()
-    verdict = worker.ask({"pred": key[0], "gold": key[1], "mode": mode}, deadline - time.monotonic())
-    if verdict is None:  # too slow: it may be stuck for good, so it goes
-        worker.process.kill()
-        worker.process.wait()
-        return False
-    with _IDLE_WORKERS_LOCK:
-        _IDLE_WORKERS.append(worker)
-    if len(_VERDICT_CACHE) > 100_000:
-        _VERDICT_CACHE.clear()
-    _VERDICT_CACHE[key] = verdict
-    return verdict
-
-
 # ---- Public API ---------------------------------------------------------------------------------
+
+
+def _decimal_comma(comma: str, point: str) -> bool:
+    """1000,99 for 1000.99 and 0,111 for 0.111: a decimal comma, when the other answer is a decimal.
+    Not 1,220 (a thousands separator in English, so 1220) and not `1, 22` (with a space, two answers)."""
+    match = re.fullmatch(r"\s*(-?\d+),(\d+)\s*", comma)
+    if not match or not re.fullmatch(r"\s*-?\d*\.\d+\s*", point):
+        return False
+    whole, decimals = match.groups()
+    if len(decimals) == 3 and 0 < len(whole.lstrip("-")) <= 3 and whole.lstrip("-") != "0":
+        return False  # 1,220 reads as one thousand two hundred and twenty
+    return Fraction(f"{whole}.{decimals}") == Fraction(point.strip())
 
 
 def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
@@ -584,6 +494,8 @@ def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
         return False
     if max(len(pred), len(gold)) > 2000:  # no MATH answer is this long: compare, don't parse
         return pred.strip() == gold.strip()
+    if _decimal_comma(pred, gold) or _decimal_comma(gold, pred):
+        return True
     deadline = time.monotonic() + timeout_s
     pred, gold = _normalize(pred), _normalize(gold)
     if pred == gold:
@@ -631,7 +543,3 @@ def code_rewards(responses, tests, timeout_s=5.0):
 def code_reward(program, tests, timeout_s=5.0):
     """The reward of one response: see code_rewards."""
     return code_rewards([program], [tests], timeout_s)[0]
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--sympy-worker"]:
-    _serve_sympy_requests()  # the sympy child process; see _SympyWorker

@@ -16,9 +16,23 @@ from reward import extract_answer, is_equiv, math_reward
     ("Final Answer: The final answer is $\\$18.90$. <|eot_id|><|start_header_id|>user", "\\$18.90"),
     ("Final Answer: The final answer is 3.5", "3.5"),  # a decimal point is not a full stop
     ("Final Answer: The final answer is $(1, 2)$. I hope it is correct.\n\nUser: thanks", "(1, 2)"),
+    ("**Final Answer:** 5", "5"), ("Final answer: $\\frac{1}{2}$.", "\\frac{1}{2}"),  # the phrase without "is"
+    ("The final answer is: -5", "-5"), ("the final answer is **5**.", "5"),  # a colon, markdown bold
+    ("Final Answer: 5. Final Answer: The final answer is $6$.", "6"),  # the last phrase wins
+    ("The final answer is 5, because 2 + 3 = 5.", "5"), ("The final answer is 5 since it is odd", "5"),  # a reason
+    ("The final answer is \\[\\frac{1}{2}\\]", "\\frac{1}{2}"), ("The final answer is:\n\\[\n-3\n\\]\nI hope", "-3"),  # display
 ])
 def test_the_answer_ends_where_the_response_runs_on(response, answer):
     assert extract_answer(response) == answer
+
+
+def test_the_phrase_without_is_still_needs_the_right_answer():
+    assert math_reward("**Final Answer:** $-5$", "-5") == 1.0
+    assert math_reward("**Final Answer:** $-5$", "5") == 0.0
+    assert math_reward("Final answer: $(1, 2]$", "(1, 2)") == 0.0
+    assert math_reward("Before the final answer: check $5$. So it is 6.", "5") == 0.0
+    assert math_reward("The final answer is -5, because 2 + 3 = 5.", "5") == 0.0
+    assert math_reward("The final answer is \\[-3\\]", "3") == 0.0
 
 
 def test_a_run_on_response_still_needs_the_right_answer():
@@ -90,6 +104,13 @@ FORMS = {
         ("x \\le -5", "x \\le 5", False), ("x < -2 \\text{ or } x > 3", "(-\\infty,-2)\\cup[3,\\infty)", False),
         ("x < -2", "(-\\infty,-2)\\cup(3,\\infty)", False),
     ],
+    "inequalities in |x|": [
+        ("1\\leq|z|\\leq \\frac{3}{2}", "z \\in [-\\frac{3}{2}, -1] \\cup [1, \\frac{3}{2}]", True), ("|x|<5", "(-5,5)", True),
+        ("|x| > 2", "(-\\infty,-2)\\cup(2,\\infty)", True), ("|x|\\ge 2", "x \\le -2 \\text{ or } x \\ge 2", True),
+        ("1<|z|\\leq 2", "[-2,-1)\\cup(1,2]", True),
+        ("|x|<5", "[-5,5]", False), ("|x|<5", "(0,5)", False), ("|x| > 2", "(-\\infty,-2]\\cup(2,\\infty)", False),
+        ("|x| > 2", "(2,\\infty)", False), ("1<|z|\\leq 2", "[-2,-1]\\cup[1,2]", False), ("|x|<-5", "(5,-5)", False),
+    ],
     "identities and commuting factors": [
         ("\\sec^2 y", "\\tan^2 y + 1", True), ("\\sec^2(y)", "\\tan^2(y)+1", True), ("\\sin^2 x + \\cos^2 x", "1", True),
         ("x\\sqrt{2} + 1", "1 + \\sqrt{2}x", True), ("2ab + 3", "3 + 2ba", True),
@@ -102,6 +123,39 @@ FORMS = {
         ("0.333", "\\frac{1}{3}", False), ("0.3334", "\\frac{1}{3}", False), ("-0.3333", "\\frac{1}{3}", False),
         ("4.67", "\\frac{14}{3}", False), ("0.6666", "\\frac{2}{3}", False), ("2.6667", "2.66666", False),
         ("(0.6, 2.6667)", "(\\frac{3}{5}, \\frac{8}{3}]", False),
+    ],
+    "units with a slash": [
+        ("50\\text{ km/h}", "50", True), ("9.8\\,\\text{m/s}^2", "9.8", True), ("50 \\text{km}/\\text{h}", "50", True),
+        ("2 x/y", "2", False),  # bare letters with a slash are a value, not a unit
+        ("50\\text{ km/h}", "5", False), ("9.8\\,\\text{m/s}^2", "98", False), ("50 \\text{km}/\\text{h}", "-50", False),
+    ],
+    "angle, inverse and value-of labels": [
+        ("\\angle A = 30^\\circ", "30", True), ("m\\angle ABC = 30^\\circ", "30", True),
+        ("f^{-1}(x)=\\frac{x-3}{2}", "\\frac{x-3}{2}", True), ("P(A) = \\frac{1}{2}", "\\frac12", True), ("f(2)=5", "5", True),
+        ("\\angle A = 30^\\circ", "60", False), ("m\\angle ABC = 30^\\circ", "-30", False),
+        ("f^{-1}(x)=\\frac{x-3}{2}", "\\frac{x+3}{2}", False), ("P(A) = \\frac{1}{2}", "\\frac13", False), ("f(2)=5", "2", False),
+    ],
+    "one-element set": [
+        ("\\{3\\}", "3", True), ("\\{-\\frac12\\}", "-0.5", True),
+        ("\\{3\\}", "-3", False), ("\\{3\\}", "\\{3, 4\\}", False), ("\\{3, 4\\}", "3", False),
+    ],
+    "one-character denominator after a nested numerator": [
+        ("\\frac{\\sqrt{3}}2", "\\frac{\\sqrt{3}}{2}", True), ("\\frac{\\sqrt{2}}2", "\\frac{1}{\\sqrt{2}}", True),
+        ("\\frac{1+\\sqrt{5}}4", "\\frac{1+\\sqrt{5}}{4}", True),
+        ("\\frac{\\sqrt{3}}2", "\\frac{\\sqrt{3}}{3}", False), ("\\frac{\\sqrt{3}}2", "\\frac{\\sqrt{3}}{20}", False),
+    ],
+    "two spellings of one value": [
+        ("\\frac{1}{2} \\text{ or } 0.5", "0.5", True), ("x=\\frac12 \\text{ or } x=0.5", "\\frac{1}{2}", True),
+        ("\\frac{1}{2} \\text{ or } 0.6", "0.5", False), ("1, -1", "1", False), ("2, 3", "2", False),
+    ],
+    "units on list items": [
+        ("3 \\text{ cm}, 4 \\text{ cm}", "3, 4", True), ("(3\\text{ cm}, 4)", "(3, 4)", True), ("\\text{A}, \\text{C}", "A, C", True),
+        ("3 \\text{ cm}, 4 \\text{ cm}", "3, 5", False), ("\\text{A}, \\text{C}", "A", False), ("2, \\text{even}", "2", False),
+    ],
+    "decimal comma": [
+        ("1000,99", "1000.99", True), ("1,22", "1.22", True), ("0,111", "0.111", True), ("-3,25", "-3.25", True),
+        ("1,220", "1.22", False), ("1, 22", "1.22", False), ("1000,99", "1000.9", False), ("1,22", "-1.22", False),
+        ("0,111", "111", False), ("1,5", "15", False),
     ],
     "approximately": [
         ("x \\approx 11", "11", True), ("x = \\frac{1}{3} \\approx 0.33", "\\frac{1}{3}", True),
