@@ -32,6 +32,7 @@ Where this departs from the paper:
 """
 
 import dataclasses
+import math
 import os
 import random
 import sys
@@ -44,6 +45,7 @@ from tqdm import tqdm
 from model import (UsageError, append_jsonl, autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids,
                    load_model, load_tokenizer, parse_config, require_device, save_checkpoint, token_logprobs,
                    turn_glue_ids)
+from engine import Sampler
 from evaluate import self_correction_metrics
 from rollout import run_episodes
 from tasks import get_task, load_problems
@@ -83,6 +85,8 @@ class Config:
     """rloo (leave-one-out over the k samples) or none (plain REINFORCE)"""
     grad_clip: float = 1.0
     """max gradient norm"""
+    is_clip: float = 2.0
+    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (PAPER.md, numerics); 0: off"""
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, ~30 % more compute"""
     device: str = "cuda"
@@ -115,12 +119,31 @@ def rloo_advantages(rewards, k):
     return (grouped - others_mean).flatten(-2)
 
 
-def policy_gradient_loss(logp, masks, advantages, n_episodes):
+def truncated_importance_weights(logp, sampler_logp, clip):
+    """Token-level truncated importance sampling (Yao et al. 2025, "Your efficient RL framework
+    secretly brings you off-policy RL training"; the correction verl and OpenRLHF adopt; PAPER.md,
+    "Sampling and training with different numerics"):
+        w_t = min(pi_theta(y_t) / pi_sampler(y_t), C)      no gradient through w
+    The sampler (engine.py: bf16 weights, KV cache) and the trainer (token_logprobs: fp32 master
+    weights under autocast, one full forward) compute slightly different numbers, so the tokens
+    were drawn from pi_sampler, not from the pi_theta we differentiate. w reweights each token's
+    policy-gradient term back to pi_theta; truncating at C bounds the variance (sequence-level
+    ratios, products of hundreds of these, are unstable). With identical numerics w is exactly 1.
+    logp, sampler_logp: (b, T-1); sampler_logp is NaN where nothing was sampled (a given attempt): w = 1."""
+    ratio = torch.exp(logp.detach() - sampler_logp.nan_to_num(nan=0.0)).where(~sampler_logp.isnan(), 1.0)
+    return ratio.clamp(max=clip)
+
+
+def policy_gradient_loss(logp, masks, advantages, n_episodes, weights=None):
     """REINFORCE: -1/N sum_i sum_t A_t,i * log pi(y_t,i), where log pi(y) sums the turn's tokens.
     logp (B, T-1) carries the gradient; masks (turns, B, T-1); advantages (turns, B) must not.
+    weights (B, T-1), optional: each token's importance weight (truncated_importance_weights).
     The reward reaches the gradient only here, as the weight of log pi: the popular bug
     `-reward.mean() + beta * KL` with a gradient-free reward trains on the KL alone."""
     assert not advantages.requires_grad, "advantages are weights: detach them"
+    if weights is not None:
+        assert not weights.requires_grad, "importance weights carry no gradient"
+        logp = weights * logp
     return -(advantages.unsqueeze(-1) * logp.unsqueeze(0) * masks).sum() / n_episodes
 
 
@@ -128,17 +151,30 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
     """One update of Eq. 2 on every turn of a batch of episodes, with gamma = 0 credit:
         R_t = r_t - beta_t * KL_t     (turn t's own task reward and KL, nothing from other turns)
         A_t = R_t - baseline_t        (RLOO over the k samples of the problem, or 0)
-    task_rewards (turns, N): what each stage rewards; kl_coefs (turns,): beta per turn."""
+    task_rewards (turns, N): what each stage rewards; kl_coefs (turns,): beta per turn.
+    Each token's term is weighted by its truncated importance weight when the episodes carry the
+    sampler's log-probs and cfg.is_clip > 0. Returns the loss, gradient norm, KL per turn and the
+    sampler/trainer mismatch (mean |log pi_theta - log pi_sampler| per sampled token, the share of
+    ratios outside [0.5, 2], the share clipped at C)."""
     k, n = episodes.samples_per_problem, episodes.input_ids.shape[0]
     chunk = k * max(1, cfg.micro_batch // k)  # whole problems per micro-batch: RLOO needs all k together
     device = episodes.input_ids.device
+    use_is = episodes.sampler_logprobs is not None and cfg.is_clip > 0
+    # Problems ordered by their longest row, so each micro-batch holds rows of similar length and is
+    # cut to its own longest row below: less padding to run through the model. Rows of a problem stay
+    # together (RLOO); the order changes nothing else, since every sum below is over all episodes.
+    lengths = episodes.attention_mask.sum(-1)  # (N,) right padded: a row's length is its last real token + 1
+    by_length = lengths.view(-1, k).max(-1).values.argsort()  # problems, shortest first
+    order = (by_length[:, None] * k + torch.arange(k, device=device)).flatten()  # their rows, k at a time
     kl = torch.zeros_like(task_rewards)
-    loss_sum = 0.0
+    loss_sum, mismatch = 0.0, torch.zeros(4, device=device)  # sum |dlogp|, outside [0.5, 2], clipped, tokens
     for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        ids, attn = episodes.input_ids[rows], episodes.attention_mask[rows]
-        masks = episodes.action_masks[:, rows, 1:].float()  # token j+1 is predicted at position j
-        # 4. reference log-probs: the frozen base model, no graph.
+        rows = order[start:start + chunk]
+        width = int(lengths[rows].max())  # this micro-batch's longest row; the rest is padding
+        ids, attn = episodes.input_ids[rows, :width], episodes.attention_mask[rows, :width]
+        masks = episodes.action_masks[:, rows, 1:width].float()  # token j+1 is predicted at position j
+        # 4. reference log-probs: the frozen base model, no graph, with the policy's numerics (same
+        # weight dtype, same autocast), so log pi - log pi_ref is exactly 0 before the first update.
         with torch.no_grad(), autocast(device):
             ref_logp = token_logprobs(reference, ids, attn)  # (b, T-1)
         with autocast(device):
@@ -150,13 +186,34 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
         total = task_rewards[:, rows] - kl_coefs[:, None] * kl[:, rows]
         advantages = rloo_advantages(total, k) if cfg.baseline == "rloo" else total
         # 6. loss and backward; micro-batch losses add up to the loss of the whole batch.
-        loss = policy_gradient_loss(logp, masks, advantages, n)
+        weights = None
+        if episodes.sampler_logprobs is not None:
+            sampler_logp = episodes.sampler_logprobs[rows, :width - 1]  # (b, T-1), NaN: not sampled
+            sampled = masks.amax(0) * ~sampler_logp.isnan()  # (b, T-1): tokens the sampler drew
+            delta = (logp.detach() - sampler_logp.nan_to_num(nan=0.0)) * sampled
+            mismatch += torch.stack([delta.abs().sum(), ((delta.abs() > math.log(2)) * sampled).sum(),
+                                     ((delta > math.log(cfg.is_clip or math.inf)) * sampled).sum(), sampled.sum()])
+            if use_is:
+                weights = truncated_importance_weights(logp, sampler_logp, cfg.is_clip)
+        loss = policy_gradient_loss(logp, masks, advantages, n, weights)
         loss.backward()
         loss_sum += loss.item()
+    # (multi-GPU: the gradient all-reduce goes here, after every micro-batch's backward, before clipping)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_sum, "grad_norm": grad_norm.item(), "kl": kl.mean(-1).tolist()}
+    stats = {"loss": loss_sum, "grad_norm": grad_norm.item(), "kl": kl.mean(-1).tolist()}
+    if episodes.sampler_logprobs is not None:  # the mismatch, measured before any correction
+        total_abs, outside, clipped, tokens = mismatch.tolist()
+        stats.update(mismatch=total_abs / max(tokens, 1), mismatch_outside=outside / max(tokens, 1),
+                     is_clipped=clipped / max(tokens, 1) if use_is else 0.0)
+    return stats
+
+
+def make_optimizer(policy, lr, device):
+    """Adam (Table 5) over the policy's fp32 weights; on a GPU the fused kernel, one launch for all
+    parameters instead of several per parameter tensor (same math)."""
+    return torch.optim.Adam(policy.parameters(), lr=lr, fused=torch.device(device).type == "cuda")
 
 
 # ----------------------------------------------------------------------------- shared by the stages
@@ -179,8 +236,9 @@ def load_policy_and_reference(policy_path, reference_path, cfg):
     device = torch.device(cfg.device)
     tokenizer = load_tokenizer(policy_path)
     policy = load_model(policy_path, device, torch.float32, trainable=True)
-    reference = load_model(reference_path, device, torch.bfloat16 if device.type == "cuda" else torch.float32,
-                           trainable=False)
+    # The reference as the policy: fp32 weights under the same autocast. A bf16 reference computes
+    # other numbers (~0.03 nats a token), so the KL would start from noise, not from exactly 0.
+    reference = load_model(reference_path, device, torch.float32, trainable=False)
     if cfg.gradient_checkpointing:  # transformers 5.23 renamed it; older 5.x only has the old name
         getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
     return tokenizer, policy, reference
@@ -200,11 +258,14 @@ def log_step(step, episodes, stats, seconds, log_path, samples_path, sample_ever
         m = self_correction_metrics(correct[0], correct[1])
         record.update(delta=m["delta"], delta_i2c=m["delta_i2c"], delta_c2i=m["delta_c2i"])
         line += f" | delta {m['delta']:+.3f} i->c {m['delta_i2c']:.3f} c->i {m['delta_c2i']:.3f}"
+    record.update({k: stats[k] for k in ("mismatch", "mismatch_outside", "is_clipped") if k in stats})
     record.update(loss=stats["loss"], grad_norm=stats["grad_norm"],
                   sampled_tokens_per_s=int(episodes.action_masks.sum()) / seconds["rollout"], **seconds)
     kls = " ".join(f"kl{t + 1} {stats['kl'][t]:.4f}" for t in range(turns))
     truncs = "/".join(f"{record[f'truncated_t{t + 1}']:.2f}" for t in range(turns))
-    tqdm.write(f"step {step:4d} | {line} | {kls} | trunc {truncs} | {record['sampled_tokens_per_s']:.0f} tok/s | "
+    # mis: mean |log pi - log pi_sampler| per sampled token (engine.py vs token_logprobs; IS corrects it)
+    mis = f"mis {stats['mismatch']:.4f} | " if "mismatch" in stats else ""
+    tqdm.write(f"step {step:4d} | {line} | {kls} | trunc {truncs} | {mis}{record['sampled_tokens_per_s']:.0f} tok/s | "
                f"{sum(seconds.values()):.1f}s")
     append_jsonl(log_path, record)
     if step % sample_every == 0:
@@ -266,7 +327,8 @@ def main(cfg):
         cfg.model = os.path.join(cfg.out_dir, "base")
         save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, cfg.model)
     tokenizer, policy, reference = load_policy_and_reference(cfg.model, cfg.model, cfg)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(policy, cfg.lr, cfg.device)
+    sampler = Sampler(policy)  # decodes with a bf16 copy on a GPU, refreshed before each rollout (engine.py)
     # Eq. 3's KL weights: beta2 pins attempt 1 to pi_ref, attempt 2 keeps the default beta1.
     kl_coefs = torch.tensor([cfg.beta2, cfg.beta1], device=cfg.device)
     run_config = {**dataclasses.asdict(cfg), "stage": 1, "base_model": cfg.model}
@@ -277,7 +339,7 @@ def main(cfg):
         t0 = time.time()
         # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
         episodes = run_episodes(policy, tokenizer, task, batch, samples_per_problem=cfg.samples_per_problem,
-                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, sampler=sampler)
         t1 = time.time()
         # 3. rewards (Eq. 3): only attempt 2 earns its task reward; attempt 1's reward is its KL term alone.
         task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])

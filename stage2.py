@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from model import UsageError, find_checkpoint, parse_config, read_run_config, save_checkpoint
 from rollout import run_episodes
-from stage1 import check_config, load_policy_and_reference, log_step, reinforce_update
+from engine import Sampler
+from stage1 import check_config, load_policy_and_reference, log_step, make_optimizer, reinforce_update
 from tasks import get_task, load_problems
 
 
@@ -77,6 +78,8 @@ class Config:
     """rloo or none"""
     grad_clip: float = 1.0
     """max gradient norm"""
+    is_clip: float = 2.0
+    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (PAPER.md, numerics); 0: off"""
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, more compute"""
     device: str = "cuda"
@@ -113,7 +116,8 @@ def main(cfg):
     task = get_task(cfg.task)
     problems = load_problems(cfg.task, "train", cfg.train_data, seed=stage1["seed"], max_operand=stage1["max_operand"])
     tokenizer, policy, reference = load_policy_and_reference(init, base_model, cfg)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(policy, cfg.lr, cfg.device)
+    sampler = Sampler(policy)  # decodes with a bf16 copy on a GPU, refreshed before each rollout (engine.py)
     n_turns = 1 if cfg.single_turn else 2
     kl_coefs = torch.tensor([cfg.beta1] * n_turns, device=cfg.device)  # Eq. 4: beta1 on both turns
     run_config = {**dataclasses.asdict(cfg), "stage": 2, "base_model": base_model, "init": init,  # resolved last
@@ -126,7 +130,8 @@ def main(cfg):
         t0 = time.time()
         # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
         episodes = run_episodes(policy, tokenizer, task, batch, samples_per_problem=cfg.samples_per_problem,
-                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_turns=n_turns)
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_turns=n_turns,
+                                sampler=sampler)
         t1 = time.time()
         # 3. rewards (Eq. 4 + bonus): both attempts are rewarded; attempt 2 gets the shaping bonus.
         if cfg.single_turn:  # the ablation: plain RL on attempt 1, no second turn at all
