@@ -1,5 +1,5 @@
 """bench.py: its memory counter is right, log-prob memory grows with tokens and not with the
-vocabulary, and the CPU preset runs and prints its tables. Speed is reported by the benchmark,
+vocabulary, and the CPU preset runs every path (the bf16 sampler copy included) and prints its tables. Speed is reported by the benchmark,
 never asserted here."""
 
 import functools
@@ -71,6 +71,9 @@ def test_cpu_preset_runs_and_prints_its_tables():
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for expected in ("Stage I step on the CPU", "rollout", "reference", "update", "step split",
-                     "% of bandwidth roofline", "% MFU", "growth per extra token", "length-sorted",
-                     "chunked log-probs", "gradient checkpointing", "SDPA attention"):
+                     "% of bandwidth roofline", "% MFU", "growth per extra token", "engine.Sampler, not generate",
+                     "chunked log-probs", "gradient checkpointing", "SDPA attention", "truncated IS weights",
+                     "sampler in torch.bfloat16", "before correction"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
+    # The reference has the policy's numerics: the KL at step 0 is printed as exactly zero.
+    assert "KL(policy || reference) per token: ours 0.000000 " in text
