@@ -1,49 +1,56 @@
 """
 The sampler: draws the attempts of every episode, and records the log-prob of each token it drew.
 
-    sampler = Sampler(policy)                      # once, after loading the policy
+    sampler = Sampler(policy)     # once, after loading the policy (stage1.main, stage2.main)
     responses, truncated, logps = sampler.sample(prompts, max_new_tokens=512, temperature=1.0,
                                                  end_ids=end_ids, pad_id=pad_id)
-    # after an optimizer step, nothing to do: sample() first copies the current weights (refresh)
+
+rollout.run_episodes calls it for training, evaluation (greedy, --turns, --budgets, --repair) and
+baselines.py alike; given no sampler it makes one for the call.
 
 Why its own file: the rest of the project is the algorithm; this is the one place that is about the
-hardware. It reads top to bottom as a short decode loop (nanochat keeps its `engine.py` beside its
-model for the same reason, and its loop is the model for this one; nano-vllm shows the same pieces,
-a preallocated KV cache and a captured decode step, at production strength).
+hardware, and it reads top to bottom as one short decode loop. nanochat keeps its `engine.py` (a KV
+cache and a decode loop) beside its model for the same reason; nano-vllm shows the same pieces, a
+preallocated KV cache and a decode step captured as a CUDA graph, at production strength.
 
-What it does, and why (numbered as in `Sampler.sample`):
+What it does, and why (the numbers are the comments' in Sampler):
 1. Weights in the compute dtype. On a GPU the policy keeps fp32 master weights (Adam's 5e-6 steps
-   vanish in bf16, model.load_model) and trains under bf16 autocast. Decoding from it under autocast
-   re-casts every weight every step and keeps an fp32 KV cache. So the sampler decodes with a bf16
-   COPY of the policy, refreshed in place (`copy_`) at the start of every sample() call, so after
-   every optimizer step: the same tensors at the same addresses, so a captured CUDA graph stays valid. Chosen over bf16 parameters with fp32
-   master weights inside the optimizer because the policy, its checkpoints and token_logprobs stay
-   exactly as they were; the cost is one bf16 copy of the weights (3 GB at 1.5B).
-   Where the model already is in the compute dtype (fp32 on a CPU, a bf16 evaluation model) the
-   sampler decodes with the model itself: no copy, no refresh needed.
-2. No `generate`: `generate` fills every field we leave unset from the model's own
-   generation_config (a hub model shipping top_k, min_p or no_repeat_ngram_size would silently
-   change on-policy sampling and the evaluation) and syncs with the host every step. Here the only
-   settings are SCoRe's: greedy or sampling, temperature, max new tokens, end and pad ids.
-3. A static KV cache of fixed length per call (prompt width + max_new_tokens): written in place,
-   never re-concatenated, in the decoding model's dtype (bf16 on a GPU). transformers' StaticCache.
-4. One forward for the whole (left-padded) prompt, then one token per step.
+   vanish in bf16, model.load_model) and trains under bf16 autocast; decoding from it under autocast
+   re-casts every weight at every step and keeps an fp32 KV cache. So the sampler decodes with a
+   bf16 COPY of the policy. Chosen over bf16 parameters with fp32 master weights kept by the
+   optimizer because the policy, its checkpoints and token_logprobs stay exactly as they were; the
+   cost is one bf16 copy of the weights (3 GB at 1.5B). The copy is refreshed in place (`copy_`) at
+   the start of every sample() call, so it can never be stale, whatever happened to the policy since
+   (an optimizer step, a resumed checkpoint): ~9 GB of copying at 1.5B, milliseconds on a GPU, against
+   seconds of decoding. In place means the same tensors at the same addresses, so a captured CUDA
+   graph stays valid. Where the model already is in the compute dtype (fp32 on a CPU, a bf16
+   evaluation model) the sampler decodes with the model itself: no copy.
+2. No `generate`: it fills every field we leave unset from the model's own generation_config (a hub
+   model shipping top_k, min_p or no_repeat_ngram_size would silently change on-policy sampling and
+   the evaluation), and it syncs with the host every step. Here the only settings are SCoRe's:
+   greedy or sampling, temperature, max new tokens, end and pad ids.
+3. A static KV cache of fixed length per call (prompt width + max_new_tokens), transformers'
+   StaticCache: written in place, never re-concatenated, in the decoding model's dtype (bf16 on a GPU).
+4. One forward over the whole left-padded prompt, then one token per step.
 5. The log-prob of each drawn token, from this step's (B, V) row only (never a [B, T, V] buffer,
-   never output_scores): log_softmax of the model's logits at temperature 1, the same quantity the
-   trainer's token_logprobs computes, so the two can be compared token by token (the importance
-   weight in stage1.reinforce_update). Sampling at another temperature is a deliberate change of
-   distribution that the weight must not undo, so it is not folded into the recorded log-prob.
+   never output_scores): log_softmax of the logits at temperature 1, the quantity the trainer's
+   token_logprobs computes, so the two compare token by token (the importance weight in
+   stage1.reinforce_update). Sharp edge: on a GPU those logits come out of a bf16 matmul, which is part
+   of the sampler/trainer mismatch that the weight corrects and bench.py measures. At a temperature
+   other than 1 the recorded log-prob is still the temperature-1 one: the change of distribution is
+   deliberate and the weight must not undo it (Stage I and II sample at 1.0).
 6. `done` flags stay on the device; the host looks at them every `check_every` steps only, so the
    GPU is not stalled once per token.
-7. Opt-in, CUDA, never measured yet (no GPU was lent to the session that wrote this):
-   compile=True compiles the decode step with torch.compile, mode="reduce-overhead" (CUDA graphs:
-   ~1,300 kernel launches a step replayed as one), and routes the decode step's attention through
-   `decode_attention`, which runs grouped-query attention without copying K/V. On a CPU, compile=True
-   uses inductor without graphs (tested: same tokens as eager). Off by default: the default path is
-   plain eager, the one that has run.
+7. Opt-in, never measured on a GPU yet (none was lent to the session that wrote this):
+   compile=True compiles the decode step with torch.compile, mode="reduce-overhead" on CUDA (CUDA
+   graphs: the ~1,300 kernel launches of a step replayed as one), and routes the decode step's
+   attention through `decode_attention`, grouped-query attention without copying K/V. On a CPU,
+   compile=True uses inductor without graphs (tests/test_engine.py: same tokens as eager). The
+   default is plain eager, the path that has run.
 """
 
 import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -122,10 +129,7 @@ class Sampler:
     @torch.no_grad()
     def refresh(self):
         """Copy the model's current weights into the decoding copy, in place (a no-op without a copy).
-        sample() calls it first, every time: the copy can never be stale, whatever happened to the
-        model since (an optimizer step, a checkpoint loaded on resume). It costs one read of the
-        fp32 weights and one write of the bf16 ones, ~9 GB at 1.5B: a few ms on an H100, against
-        seconds of decoding per call."""
+        sample() calls it first, every time (1. in the module docstring)."""
         if self.model is not self.source:
             for dst, src in zip(self.model.parameters(), self.source.parameters()):
                 dst.copy_(src)  # casts fp32 -> bf16; same storage, so captured graphs still read it

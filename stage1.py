@@ -29,6 +29,10 @@ Where this departs from the paper:
    It uses lr 1e-3 and beta2 = 1.0 (the paper: beta2 may be adapted): at 0.1 the tiny model's
    attempt 1 drifted with attempt 2 (KL 0.53 vs 0.57 nats after 120 steps); at 1.0 attempt 1 stays
    put (KL ~0.04) while attempt 2's reward climbs (tests/test_learning.py).
+6. Sampling and training compute with different numerics (engine.py samples from a bf16 copy of the
+   fp32 policy on a GPU), so each token's policy-gradient term is weighted by the truncated importance
+   weight min(pi / pi_sampler, C), C = 2 (Yao et al. 2025; PAPER.md; --is_clip 0: off). The reference
+   is kept in fp32 under the policy's autocast, so the KL is exactly 0 before the first update.
 """
 
 import dataclasses
