@@ -13,6 +13,8 @@ Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architectu
                                               # every new path eagerly (the bf16 sampler copy included)
         python bench.py --preset cpu --model small --vocab_size 8192   # CPU: a body-heavy model, where
                                               # gradient checkpointing and micro-batches act (~30 s)
+        python bench.py --preset cpu --model SmolLM2-135M-Instruct.Q4_1.gguf --pretrained true \
+            --emulate_bf16 true --techniques false   # CPU: step-0 KL and mismatch with real weights
 
 The models get random weights (built from a config: offline, and speed does not depend on the
 weights' values). They never emit the end token (its id is past the vocabulary), so every attempt
@@ -86,7 +88,7 @@ from torch.utils._pytree import tree_leaves
 
 import stage1
 from engine import Sampler
-from model import UsageError, autocast, parse_config, require_device, token_logprobs
+from model import UsageError, autocast, load_model, parse_config, require_device, token_logprobs
 from rollout import Episodes
 
 
@@ -124,6 +126,10 @@ class Config:
     """auto: bf16 copy of the policy on a GPU, the policy itself on a CPU; bf16 or fp32 to force one"""
     is_clip: float = 2.0
     """C of ours' truncated importance weights (stage1.py's --is_clip)"""
+    pretrained: bool = False
+    """load --model's real weights (hub id, folder or .gguf, as stage1.py loads them): real numerics at step 0"""
+    emulate_bf16: bool = False
+    """CPU: compute the step-0 numerics under bf16 autocast, as a GPU computes them (ours' sampler: bf16 copy)"""
     techniques: bool = True
     """also measure each technique on its own (the ablation rows)"""
     warmup: int = 1
@@ -460,13 +466,15 @@ def ratio(a, b):
 
 # ----------------------------------------------------------------------------- the run
 
-def numerics(sampler, policy, reference, episodes, is_clip):
+def numerics(sampler, policy, reference, episodes, is_clip, emulate_bf16=False):
     """Step 0, before any update: the KL between policy and reference (ours, and a plain bf16
-    reference), and the sampler/trainer mismatch before and after the truncated importance weight."""
+    reference), and the sampler/trainer mismatch before and after the truncated importance weight.
+    emulate_bf16: on a CPU, the trainer's side under bf16 autocast, as on a GPU."""
     device = episodes.input_ids.device
     ids, attn = episodes.input_ids, episodes.attention_mask
     sampled = episodes.action_masks[:, :, 1:].any(0)  # (N, T-1): tokens the sampler drew
-    with torch.no_grad(), autocast(device):
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if emulate_bf16 and device.type == "cpu" else autocast(device)
+    with torch.no_grad(), amp:
         logp = token_logprobs(policy, ids, attn)
         ref_logp = token_logprobs(reference, ids, attn)
         ref_bf16 = copy.deepcopy(reference).to(torch.bfloat16)  # the plain implementation's reference
@@ -487,8 +495,15 @@ def main(cfg):
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    config = build_config(cfg.model, cfg.vocab_size)
-    policy, reference = build_models(config, device, cfg.gradient_checkpointing, cfg.seed)
+    if cfg.pretrained:  # the real weights, loaded as stage1.load_policy_and_reference loads them
+        policy = load_model(cfg.model, device, torch.float32, trainable=True)
+        reference = load_model(cfg.model, device, torch.float32, trainable=False)
+        if cfg.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+        config = policy.config
+    else:
+        config = build_config(cfg.model, cfg.vocab_size)
+        policy, reference = build_models(config, device, cfg.gradient_checkpointing, cfg.seed)
     optimizer = stage1.make_optimizer(policy, 5e-6, device)
     dtype = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.sampler_dtype]
     sampler = Sampler(policy, dtype=dtype, compile=cfg.compile_decode)
@@ -518,8 +533,9 @@ def main(cfg):
     # 2. numerics at step 0 (policy == reference), on one generate batch of ours' rollout, before any update
     rows = prompts[:min(N, cfg.gen_batch)]
     first = to_episodes(*two_turn_rollout(sample_ours, rows, glue, filler), k, device, gen)
-    num = numerics(sampler, policy, reference, first, cfg.is_clip)
-    print(f"\nnumerics at step 0 ({len(rows)} episodes, {first.action_masks.sum().item():,} sampled tokens)\n"
+    num = numerics(sampler, policy, reference, first, cfg.is_clip, cfg.emulate_bf16)
+    emulated = " under bf16 autocast (CPU emulation)" if cfg.emulate_bf16 and device.type == "cpu" else ""
+    print(f"\nnumerics at step 0{emulated} ({len(rows)} episodes, {first.action_masks.sum().item():,} sampled tokens)\n"
           f"KL(policy || reference) per token: ours {num['kl_ours']:.6f} (reference with the policy's numerics), "
           f"plain {num['kl_plain']:.6f} (bf16 reference)\n"
           f"sampler/trainer mismatch, mean |log pi - log pi_sampler| per token: before correction "
