@@ -167,11 +167,12 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
     # Problems ordered by their longest row, so each micro-batch holds rows of similar length and is
     # cut to its own longest row below: less padding to run through the model. Rows of a problem stay
     # together (RLOO); the order changes nothing else, since every sum below is over all episodes.
-    lengths = episodes.attention_mask.sum(-1)  # (N,) right padded: a row's length is its last real token + 1
+    lengths = episodes.attention_mask.sum(-1)  # (N,) real tokens; rows are right padded, so columns 0..length-1
     by_length = lengths.view(-1, k).max(-1).values.argsort()  # problems, shortest first
     order = (by_length[:, None] * k + torch.arange(k, device=device)).flatten()  # their rows, k at a time
     kl = torch.zeros_like(task_rewards)
-    loss_sum, mismatch = 0.0, torch.zeros(4, device=device)  # sum |dlogp|, outside [0.5, 2], clipped, tokens
+    # sampler/trainer mismatch, summed over drawn tokens: |log ratio|, ratios outside [0.5, 2], clipped, tokens
+    loss_sum, mismatch = 0.0, torch.zeros(4, device=device)
     for start in range(0, n, chunk):
         rows = order[start:start + chunk]
         width = int(lengths[rows].max())  # this micro-batch's longest row; the rest is padding
@@ -189,14 +190,17 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
         kl[:, rows] = ((logp.detach() - ref_logp).unsqueeze(0) * masks).sum(-1)
         total = task_rewards[:, rows] - kl_coefs[:, None] * kl[:, rows]
         advantages = rloo_advantages(total, k) if cfg.baseline == "rloo" else total
-        # 6. loss and backward; micro-batch losses add up to the loss of the whole batch.
+        # 6. loss and backward, each token's term weighted by its truncated importance weight: the
+        # sampler drew the tokens with other numerics (truncated_importance_weights). Micro-batch
+        # losses add up to the loss of the whole batch.
         weights = None
         if episodes.sampler_logprobs is not None:
-            sampler_logp = episodes.sampler_logprobs[rows, :width - 1]  # (b, T-1), NaN: not sampled
-            sampled = masks.amax(0) * ~sampler_logp.isnan()  # (b, T-1): tokens the sampler drew
-            delta = (logp.detach() - sampler_logp.nan_to_num(nan=0.0)) * sampled
-            mismatch += torch.stack([delta.abs().sum(), ((delta.abs() > math.log(2)) * sampled).sum(),
-                                     ((delta > math.log(cfg.is_clip or math.inf)) * sampled).sum(), sampled.sum()])
+            sampler_logp = episodes.sampler_logprobs[rows, :width - 1]  # (b, T-1), NaN on a given attempt
+            drawn = masks.amax(0) * ~sampler_logp.isnan()  # (b, T-1): 1 on the tokens the sampler drew
+            log_ratio = (logp.detach() - sampler_logp.nan_to_num(nan=0.0)) * drawn  # log pi / pi_sampler, else 0
+            clip = cfg.is_clip if use_is else math.inf
+            mismatch += torch.stack([log_ratio.abs().sum(), (log_ratio.abs() > math.log(2)).sum(),
+                                     (log_ratio > math.log(clip)).sum(), drawn.sum()])
             if use_is:
                 weights = truncated_importance_weights(logp, sampler_logp, cfg.is_clip)
         loss = policy_gradient_loss(logp, masks, advantages, n, weights)
@@ -210,7 +214,7 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
     if episodes.sampler_logprobs is not None:  # the mismatch, measured before any correction
         total_abs, outside, clipped, tokens = mismatch.tolist()
         stats.update(mismatch=total_abs / max(tokens, 1), mismatch_outside=outside / max(tokens, 1),
-                     is_clipped=clipped / max(tokens, 1) if use_is else 0.0)
+                     is_clipped=clipped / max(tokens, 1))
     return stats
 
 
