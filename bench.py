@@ -9,7 +9,7 @@ engine.Sampler, model.token_logprobs, stage1.reinforce_update, rollout.Episodes.
 
 Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architecture, batch 64, 512 + 512 tokens
         python bench.py --compile_decode true # the same, the decode step compiled + CUDA graphs (unmeasured)
-        python bench.py --preset cpu          # CPU, offline, about a minute: a tiny body on Qwen's 151,936 vocab,
+        python bench.py --preset cpu          # CPU, offline, 1-4 min: a tiny body on Qwen's 151,936 vocab,
                                               # every new path eagerly (the bf16 sampler copy included)
         python bench.py --preset cpu --model small --vocab_size 8192   # CPU: a body-heavy model, where
                                               # gradient checkpointing and micro-batches act (~30 s)
@@ -17,7 +17,7 @@ Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architectu
             --emulate_bf16 true --techniques false   # CPU: step-0 KL and mismatch with real weights
 
 The models get random weights (built from a config: offline, and speed does not depend on the
-weights' values). They never emit the end token (its id is past the vocabulary), so every attempt
+weights' values; --pretrained loads real ones, whose numerics do differ). They never emit the end token (its id is past the vocabulary), so every attempt
 runs the full --new_tokens: the worst case a real rollout approaches, the same work in every run.
 
 What the numbers mean:
@@ -47,7 +47,7 @@ What the numbers mean:
   techniques each one switched off alone, against ours as it runs, in the same run.
 The denominators are measured in the same run: bandwidth by a large tensor copy (bytes read +
 written), the matmul rate by the best of a few large square matmuls (bf16 on a GPU, fp32 on a
-CPU, where the models also run in fp32), with the same thread count as the benchmark.
+CPU, where the policy also runs in fp32), with the same thread count as the benchmark.
 
 Each table is printed as soon as it is measured, so a run that dies late keeps what it measured.
 

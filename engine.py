@@ -92,7 +92,10 @@ def pick_tokens(logits, temperature):
     on-policy RL trains on log pi(y), so y must be drawn from pi itself."""
     logits = logits.float()  # sample in fp32 whatever the model's dtype
     if temperature > 0:
-        tokens = torch.multinomial((logits / temperature).softmax(-1), 1).squeeze(-1)  # (B,), no host sync
+        # argmax of p / E with E ~ Exponential(1) draws exactly from p (the exponential race), without
+        # torch.multinomial's host sync on CUDA (gpt-fast's multinomial_sample_one_no_sync).
+        probs = (logits / temperature).softmax(-1)  # (B, V)
+        tokens = (probs / torch.empty_like(probs).exponential_(1)).argmax(-1)  # (B,)
     else:
         tokens = logits.argmax(-1)
     logp = logits.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)  # (B,): one (B, V) row, then dropped
