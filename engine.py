@@ -141,7 +141,10 @@ class Sampler:
         from transformers import StaticCache
         if not self.compile:
             return StaticCache(config=self.model.config, max_cache_len=length)
-        length = -(-length // 128) * 128  # few distinct shapes: each one compiles (and captures) once
+        # Few distinct shapes: each compiles (and captures a graph) once, and torch.compile falls back
+        # to eager past 8 recompiles (torch._dynamo.config.cache_size_limit). The price: every decode
+        # step reads the whole cache, the up to 255 unused columns too.
+        length = -(-length // 256) * 256
         if (batch, length) not in self.caches:
             self.caches[(batch, length)] = StaticCache(config=self.model.config, max_cache_len=length)
         cache = self.caches[(batch, length)]
