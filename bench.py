@@ -5,21 +5,29 @@ one run, so every speed-up is a ratio measured on the same device at the same mo
 
 Why a top-level script: nanoGPT keeps a `bench.py` next to `train.py` for the same reason, a
 benchmark is a recipe you read and run, not a library. It imports the real code paths:
-model.sample and model.token_logprobs, stage1.reinforce_update, rollout.Episodes.
+engine.Sampler, model.token_logprobs, stage1.reinforce_update, rollout.Episodes.
 
 Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architecture, batch 64, 512 + 512 tokens
-        python bench.py --static_cache true   # the same, plus a static KV cache with compiled decoding
-        python bench.py --preset cpu          # CPU, offline, about a minute: a tiny body on Qwen's 151,936 vocab
+        python bench.py --compile_decode true # the same, the decode step compiled + CUDA graphs (unmeasured)
+        python bench.py --preset cpu          # CPU, offline, 1-4 min: a tiny body on Qwen's 151,936 vocab,
+                                              # every new path eagerly (the bf16 sampler copy included)
         python bench.py --preset cpu --model small --vocab_size 8192   # CPU: a body-heavy model, where
                                               # gradient checkpointing and micro-batches act (~30 s)
+        python bench.py --preset cpu --model SmolLM2-135M-Instruct.Q4_1.gguf --pretrained true \
+            --emulate_bf16 true --techniques false   # CPU: step-0 KL and mismatch with real weights
 
 The models get random weights (built from a config: offline, and speed does not depend on the
-weights' values). They never emit the end token (its id is past the vocabulary), so every attempt
+weights' values; --pretrained loads real ones, whose numerics do differ). They never emit the end token (its id is past the vocabulary), so every attempt
 runs the full --new_tokens: the worst case a real rollout approaches, the same work in every run.
 
 What the numbers mean:
+  numerics   before anything is trained: the KL between policy and reference at step 0 (ours: the
+             reference with the policy's numerics, exactly 0; plain: a bf16 reference), and the
+             sampler/trainer mismatch, mean |log pi_theta - log pi_sampler| per sampled token and the
+             share of ratios outside [0.5, 2], before the correction and after it (the part the
+             weight min(ratio, C) leaves: mean |log ratio - log w| = mean max(0, log ratio - log C)).
   rollout    two attempts: y1 ~ pi(.|x1), then y2 ~ pi(.|x1, y1, p), as rollout.run_episodes does.
-             tok/s counts sampled tokens. steps/s counts iterations of generate's decode loop.
+             tok/s counts sampled tokens. steps/s counts iterations of the decode loop.
              roofline % = (bytes a decode step must read: every matmul weight once + the KV cache
              of the real tokens, summed over the steps) / measured bandwidth / measured time.
              Prefill is inside the time but not the bytes, so the percentage is a lower bound.
@@ -39,23 +47,31 @@ What the numbers mean:
   techniques each one switched off alone, against ours as it runs, in the same run.
 The denominators are measured in the same run: bandwidth by a large tensor copy (bytes read +
 written), the matmul rate by the best of a few large square matmuls (bf16 on a GPU, fp32 on a
-CPU, where the models also run in fp32), with the same thread count as the benchmark.
+CPU, where the policy also runs in fp32), with the same thread count as the benchmark.
+
+Each table is printed as soon as it is measured, so a run that dies late keeps what it measured.
 
 The baseline is what a plain implementation writes: model.generate with its default settings
 (which sample with top-k 50) on prompts in the order given, and log-probs from a full
 logits.log_softmax(-1), which needs batch x tokens x vocabulary floats; its micro-batch is its
-own (--baseline_micro_batch) because that tensor would not fit at ours'.
+own (--baseline_micro_batch) because that tensor would not fit at ours'. Ours samples with
+engine.Sampler (a bf16 copy of the policy on a GPU, a static KV cache, its own decode loop) and its
+update applies the truncated importance weights; both share the reference, loaded as stage1 loads it
+(fp32, the policy's numerics), and one Adam (fused on a GPU), so neither is charged for those.
 
 Where this departs from a real Stage I step:
 1. Token ids are random and nothing is decoded or scored: the verifier is CPU work outside the model.
-2. The two attempts are sampled with model.sample exactly as rollout.run_episodes does, but here,
+2. The two attempts are sampled with engine.Sampler exactly as rollout.run_episodes does, but here,
    not through it, because run_episodes needs a tokenizer and a task.
 3. Reusing the reference forward pass is not a row: reinforce_update already runs the reference once
    per episode per step, the least that one update per batch allows.
-4. --static_cache is GPU-only (transformers compiles the decode step only there) and off by default:
-   it has not been measured on a GPU yet.
+4. --compile_decode (torch.compile, CUDA graphs on a GPU, grouped-query attention without K/V copies)
+   is off by default: it has not been measured on a GPU yet. The old --static_cache (generate with
+   cache_implementation="static" under autocast) is gone: it crashed (fp32 keys, bf16 values), and ours
+   now always decodes from a static cache.
 """
 
+import copy
 import dataclasses
 import functools
 import gc
@@ -71,7 +87,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import stage1
-from model import UsageError, autocast, parse_config, require_device, sample, token_logprobs
+from engine import Sampler
+from model import UsageError, autocast, load_model, parse_config, require_device, token_logprobs
 from rollout import Episodes
 
 
@@ -103,8 +120,16 @@ class Config:
     """the baseline's micro-batch: its full log-softmax needs micro x tokens x vocab x ~14 bytes"""
     gradient_checkpointing: bool = True
     """recompute the policy's activations in backward, for ours and the baseline (stage1.py's default)"""
-    static_cache: bool = False
-    """also time sampling with a static KV cache, which transformers compiles on a GPU (never measured yet)"""
+    compile_decode: bool = False
+    """ours compiles its decode step (CUDA graphs on a GPU; never measured yet) and adds an eager row"""
+    sampler_dtype: str = "auto"
+    """auto: bf16 copy of the policy on a GPU, the policy itself on a CPU; bf16 or fp32 to force one"""
+    is_clip: float = 2.0
+    """C of ours' truncated importance weights (stage1.py's --is_clip)"""
+    pretrained: bool = False
+    """load --model's real weights (hub id, folder or .gguf, as stage1.py loads them): real numerics at step 0"""
+    emulate_bf16: bool = False
+    """CPU: compute the step-0 numerics under bf16 autocast, as a GPU computes them (ours' sampler: bf16 copy)"""
     techniques: bool = True
     """also measure each technique on its own (the ablation rows)"""
     warmup: int = 1
@@ -121,7 +146,7 @@ class Config:
 # k = 2 with generate batches of 4 mixes problems of different lengths, so length sorting has work to do.
 PRESETS = {"cpu": dict(model="tiny", device="cpu", batch=8, samples_per_problem=2, prompt_tokens=32, new_tokens=24,
                        instruction_tokens=8, gen_batch=4, micro_batch=4, chunk_tokens=128, baseline_micro_batch=4,
-                       warmup=0)}
+                       warmup=0, sampler_dtype="bf16")}  # bf16: the GPU's sampler copy, so the mismatch is real
 
 # Architectures built in-process with random weights, so the benchmark needs no download.
 ARCHITECTURES = {
@@ -158,14 +183,14 @@ def build_config(name, vocab_size=0):
 
 
 def build_models(config, device, gradient_checkpointing, seed=0):
-    """Policy and frozen reference as stage1.load_policy_and_reference makes them: a float32
-    policy (bf16 autocast on a GPU) and a reference in bf16 on a GPU, float32 on a CPU."""
+    """Policy and frozen reference as stage1.load_policy_and_reference makes them: both float32
+    (bf16 autocast on a GPU), the reference with the policy's weights, as at the start of Stage I."""
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
     with torch.device(device):  # initialize in place: 1.5B random weights on a CPU take a while
         policy = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        reference = AutoModelForCausalLM.from_config(
-            config, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+        reference = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    reference.load_state_dict(policy.state_dict())
     policy.train()
     reference.eval().requires_grad_(False)
     if gradient_checkpointing:
@@ -180,18 +205,20 @@ def make_prompts(n, k, longest, vocab, gen):
 
 
 def two_turn_rollout(generate, prompts, glue, end_filler):
-    """Attempt 1, the glue with the instruction p, attempt 2: rollout.run_episodes' token logic."""
-    y1, cut1 = generate(prompts)
+    """Attempt 1, the glue with the instruction p, attempt 2: rollout.run_episodes' token logic.
+    generate returns (responses, truncated, sampler log-probs or None)."""
+    y1, cut1, lp1 = generate(prompts)
     # A cut-off attempt gets an end token it did not write, as in run_episodes (the id itself is
     # past the vocabulary here, so a real token stands in for it).
     contexts = [c + y + ([end_filler] if t else []) + glue for c, y, t in zip(prompts, y1, cut1)]
-    y2, _ = generate(contexts)
-    return prompts, y1, contexts, y2
+    y2, _, lp2 = generate(contexts)
+    return prompts, y1, contexts, y2, (lp1, lp2) if lp1 is not None else None
 
 
-def to_episodes(prompts, y1, contexts, y2, k, device, gen):
-    """Right-padded rows [x1, y1, glue, y2] with their action masks, as rollout.run_episodes returns
-    them; rewards are coin flips (their values change no timing)."""
+def to_episodes(prompts, y1, contexts, y2, logps, k, device, gen):
+    """Right-padded rows [x1, y1, glue, y2] with their action masks (and the sampler's log-probs, when
+    it recorded them), as rollout.run_episodes returns them; rewards are coin flips (their values
+    change no timing)."""
     rows = [c + y for c, y in zip(contexts, y2)]
     n, width = len(rows), max(map(len, rows))
     ids = torch.zeros(n, width, dtype=torch.long)
@@ -201,11 +228,19 @@ def to_episodes(prompts, y1, contexts, y2, k, device, gen):
         ids[i, :len(row)], attn[i, :len(row)] = torch.tensor(row), 1
         masks[0, i, len(prompts[i]):len(prompts[i]) + len(y1[i])] = True
         masks[1, i, len(contexts[i]):len(row)] = True
+    sampler_logprobs = None
+    if logps is not None:  # (N, T-1): token j's log-prob at j - 1, as rollout.run_episodes stores it
+        sampler_logprobs = torch.zeros(n, width - 1)
+        for i in range(n):
+            start1, start2 = len(prompts[i]), len(contexts[i])
+            sampler_logprobs[i, start1 - 1:start1 - 1 + len(y1[i])] = torch.tensor(logps[0][i])
+            sampler_logprobs[i, start2 - 1:start2 - 1 + len(y2[i])] = torch.tensor(logps[1][i])
+        sampler_logprobs = sampler_logprobs.to(device)
     return Episodes(input_ids=ids.to(device), attention_mask=attn.to(device), action_masks=masks.to(device),
                     rewards=torch.randint(0, 2, (2, n), generator=gen).float().to(device),
                     truncated=torch.ones(2, n, dtype=torch.bool, device=device),
                     problem_index=torch.arange(n // k, device=device).repeat_interleave(k),
-                    responses=[[], []], samples_per_problem=k)
+                    responses=[[], []], samples_per_problem=k, sampler_logprobs=sampler_logprobs)
 
 
 # ----------------------------------------------------------------------------- the two implementations
@@ -230,7 +265,12 @@ def plain_generate(model, prompts, *, max_new_tokens, end_ids, pad_id, batch_siz
         for row, i in enumerate(idx):
             responses[i] = out[row, width:].tolist()  # the end id is unreachable: no cut needed
     model.train(was_training)
-    return responses, [True] * len(prompts)
+    return responses, [True] * len(prompts), None  # None: generate records no log-probs (without output_scores)
+
+
+def ours_generate(sampler, prompts, **settings):
+    """engine.Sampler at temperature 1, as rollout.run_episodes calls it."""
+    return sampler.sample(prompts, temperature=1.0, **settings)
 
 
 def naive_logprobs(model, input_ids, attention_mask):
@@ -248,13 +288,13 @@ def reference_pass(logprobs, reference, episodes, micro_batch):
             logprobs(reference, episodes.input_ids[rows], episodes.attention_mask[rows])
 
 
-def update(logprobs, policy, reference, optimizer, episodes, micro_batch):
+def update(logprobs, policy, reference, optimizer, episodes, micro_batch, is_clip=2.0):
     """stage1.reinforce_update as Stage I calls it. Both sides run it with their log-prob function
     swapped into stage1's namespace for the call (ours: token_logprobs at --chunk_tokens, which at
     1024 is exactly what stage1 runs; the baseline: naive_logprobs), so nothing else differs."""
     task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
     kl_coefs = torch.tensor([0.1, 0.01], device=episodes.input_ids.device)  # Table 5, MATH: beta2, beta1
-    cfg = SimpleNamespace(micro_batch=micro_batch, baseline="rloo", grad_clip=1.0)
+    cfg = SimpleNamespace(micro_batch=micro_batch, baseline="rloo", grad_clip=1.0, is_clip=is_clip)
     saved, stage1.token_logprobs = stage1.token_logprobs, logprobs
     try:
         return stage1.reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
@@ -426,6 +466,28 @@ def ratio(a, b):
 
 # ----------------------------------------------------------------------------- the run
 
+def numerics(sampler, policy, reference, episodes, is_clip, emulate_bf16=False):
+    """Step 0, before any update: the KL between policy and reference (ours, and a plain bf16
+    reference), and the sampler/trainer mismatch before and after the truncated importance weight.
+    emulate_bf16: on a CPU, the trainer's side under bf16 autocast, as on a GPU."""
+    device = episodes.input_ids.device
+    ids, attn = episodes.input_ids, episodes.attention_mask
+    sampled = episodes.action_masks[:, :, 1:].any(0)  # (N, T-1): tokens the sampler drew
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if emulate_bf16 and device.type == "cpu" else autocast(device)
+    with torch.no_grad(), amp:
+        logp = token_logprobs(policy, ids, attn)
+        ref_logp = token_logprobs(reference, ids, attn)
+        ref_bf16 = copy.deepcopy(reference).to(torch.bfloat16)  # the plain implementation's reference
+        bf16_logp = token_logprobs(ref_bf16, ids, attn)
+    del ref_bf16
+    mean = lambda x: (x * sampled).sum().item() / sampled.sum().item()  # over sampled tokens only
+    log_ratio = logp - episodes.sampler_logprobs  # log pi_theta / pi_sampler
+    return {"kl_ours": mean(logp - ref_logp), "kl_plain": mean(logp - bf16_logp),
+            "mismatch": mean(log_ratio.abs()), "outside": mean((log_ratio.abs() > math.log(2)).float()),
+            "after": mean((log_ratio - math.log(is_clip)).clamp(min=0)) if is_clip else mean(log_ratio.abs()),
+            "clipped": mean((log_ratio > math.log(is_clip)).float()) if is_clip else 0.0}
+
+
 def main(cfg):
     require_device(cfg.device, "bench.py")
     if cfg.batch % cfg.samples_per_problem:
@@ -433,62 +495,106 @@ def main(cfg):
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    config = build_config(cfg.model, cfg.vocab_size)
-    policy, reference = build_models(config, device, cfg.gradient_checkpointing, cfg.seed)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=5e-6)
+    if cfg.pretrained:  # the real weights, loaded as stage1.load_policy_and_reference loads them
+        policy = load_model(cfg.model, device, torch.float32, trainable=True)
+        reference = load_model(cfg.model, device, torch.float32, trainable=False)
+        if cfg.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+        config = policy.config
+    else:
+        config = build_config(cfg.model, cfg.vocab_size)
+        policy, reference = build_models(config, device, cfg.gradient_checkpointing, cfg.seed)
+    optimizer = stage1.make_optimizer(policy, 5e-6, device)
+    dtype = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.sampler_dtype]
+    sampler = Sampler(policy, dtype=dtype, compile=cfg.compile_decode)
     V, N, k = config.vocab_size, cfg.batch, cfg.samples_per_problem
-    value_bytes = 2 if device.type == "cuda" else 4  # bf16 autocast on a GPU, fp32 on a CPU
+    value_bytes = next(sampler.model.parameters()).element_size()  # what the decode step reads per value
     end_ids, pad_id, filler = [V], 0, 1  # an end id past the vocabulary: attempts always run full length
     glue = torch.randint(0, V, (cfg.instruction_tokens,), generator=gen).tolist()
     prompts = make_prompts(N, k, cfg.prompt_tokens, V, gen)
     print(f"bench: {cfg.model} ({sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M parameters, vocab {V}) on "
           f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, {cfg.threads} thread(s); "
-          f"{N} episodes, prompts {cfg.prompt_tokens // 2}-{cfg.prompt_tokens} + {cfg.new_tokens} new tokens x 2 turns")
-    print(dataclasses.asdict(cfg))
+          f"{N} episodes, prompts {cfg.prompt_tokens // 2}-{cfg.prompt_tokens} + {cfg.new_tokens} new tokens x 2 turns; "
+          f"sampler in {next(sampler.model.parameters()).dtype}{', compiled' if cfg.compile_decode else ''}", flush=True)
+    print(dataclasses.asdict(cfg), flush=True)
 
     # 1. the denominators, measured now on this device
     bandwidth = device_bandwidth(device, 2 ** 30 if device.type == "cuda" else 2 ** 27)
     matmul_rate = device_matmul_rate(device, 8192 if device.type == "cuda" else 1024)
-    print(f"device: copy bandwidth {bandwidth / 1e9:.1f} GB/s, matmul {matmul_rate / 1e12:.2f} TFLOP/s")
+    print(f"device: copy bandwidth {bandwidth / 1e9:.1f} GB/s, matmul {matmul_rate / 1e12:.2f} TFLOP/s", flush=True)
 
     timed = functools.partial(measure, device=device, warmup=cfg.warmup, repeats=cfg.repeats)
     ours_logprobs = functools.partial(token_logprobs, chunk_tokens=cfg.chunk_tokens)
-    sample_ours = functools.partial(sample, policy, max_new_tokens=cfg.new_tokens, temperature=1.0, end_ids=end_ids,
-                                    pad_id=pad_id, batch_size=cfg.gen_batch)
-    sample_plain = functools.partial(plain_generate, policy, max_new_tokens=cfg.new_tokens, end_ids=end_ids,
-                                     pad_id=pad_id, batch_size=cfg.gen_batch)
+    settings = dict(max_new_tokens=cfg.new_tokens, end_ids=end_ids, pad_id=pad_id, batch_size=cfg.gen_batch)
+    sample_ours = functools.partial(ours_generate, sampler, **settings)
+    sample_plain = functools.partial(plain_generate, policy, **settings)
     rollout = functools.partial(two_turn_rollout, prompts=prompts, glue=glue, end_filler=filler)
 
-    # 2. warm up every code path once on k short rows (first-call costs; Adam's state exists from here on)
+    # 2. numerics at step 0 (policy == reference), on one generate batch of ours' rollout, before any update
+    rows = prompts[:min(N, cfg.gen_batch)]
+    first = to_episodes(*two_turn_rollout(sample_ours, rows, glue, filler), k, device, gen)
+    num = numerics(sampler, policy, reference, first, cfg.is_clip, cfg.emulate_bf16)
+    emulated = " under bf16 autocast (CPU emulation)" if cfg.emulate_bf16 and device.type == "cpu" else ""
+    print(f"\nnumerics at step 0{emulated} ({len(rows)} episodes, {first.action_masks.sum().item():,} sampled tokens)\n"
+          f"KL(policy || reference) per token: ours {num['kl_ours']:.6f} (reference with the policy's numerics), "
+          f"plain {num['kl_plain']:.6f} (bf16 reference)\n"
+          f"sampler/trainer mismatch, mean |log pi - log pi_sampler| per token: before correction "
+          f"{num['mismatch']:.5f}, after (min(ratio, {cfg.is_clip:g})) {num['after']:.5f}; ratios outside [0.5, 2]: "
+          f"{100 * num['outside']:.2f} %, clipped at C: {100 * num['clipped']:.2f} %", flush=True)
+
+    # 3. warm up every code path once on k short rows (first-call costs; Adam's state exists from here on)
     warm = to_episodes(*two_turn_rollout(functools.partial(sample_ours, max_new_tokens=2), [prompts[0][:8]] * k,
                                          glue[:2], filler), k, device, gen)
-    update(ours_logprobs, policy, reference, optimizer, warm, k)
-    update(naive_logprobs, policy, reference, optimizer, warm, k)
+    update(ours_logprobs, policy, reference, optimizer, warm, k, cfg.is_clip)
+    update(naive_logprobs, policy, reference, optimizer, warm, k, 0)
 
-    # 3. Stage I, ours and the baseline: rollout, reference log-probs, update (reference + policy + Adam)
+    # 4. Stage I, ours and the baseline: rollout, reference log-probs, update (reference + policy + Adam)
+    kind = "GPU" if device.type == "cuda" else "CPU"
+    counter = "cuda.max_memory_allocated" if kind == "GPU" else "PeakMemory"
     results = {}
-    for name, generate, logprobs, micro in (("ours", sample_ours, ours_logprobs, cfg.micro_batch),
-                                            ("baseline", sample_plain, naive_logprobs, cfg.baseline_micro_batch)):
+    for name, generate, logprobs, micro, clip in (
+            ("ours", sample_ours, ours_logprobs, cfg.micro_batch, cfg.is_clip),
+            ("baseline", sample_plain, naive_logprobs, cfg.baseline_micro_batch, 0)):
         t_roll, m_roll, out = timed(functools.partial(rollout, generate))
         if out is None:  # the baseline's rollout ran out of memory: update on ours' episodes
             out = rollout(sample_ours)
         episodes = to_episodes(*out, k, device, gen)
         t_ref, m_ref, _ = timed(functools.partial(reference_pass, logprobs, reference, episodes, micro))
-        t_upd, m_upd, _ = timed(functools.partial(update, logprobs, policy, reference, optimizer, episodes, micro))
+        t_upd, m_upd, stats = timed(functools.partial(update, logprobs, policy, reference, optimizer, episodes,
+                                                      micro, clip))
         results[name] = dict(rollout=(t_roll, m_roll), reference=(t_ref, m_ref), update=(t_upd, m_upd),
                              step=(t_roll + t_upd, max(m_roll, m_upd)))
         if name == "ours":
-            ours_episodes = episodes
+            ours_episodes, ours_stats = episodes, stats
     ours, base = results["ours"], results["baseline"]
+    print(f"\nStage I step on the {kind}, ours vs the plain baseline. speed-up = base s / ours s, memory = base MB / "
+          f"ours MB; MB = peak beyond weights and Adam state ({counter})")
+    print(f"{'phase':<11}| {'ours s':>8} | {'base s':>8} | {'speed-up':>8} | {'ours MB':>8} | {'base MB':>8} | "
+          f"{'memory':>7}")
+    for phase in ("rollout", "reference", "update", "step"):
+        (to, mo), (tb, mb_) = ours[phase], base[phase]
+        print(f"{phase:<11}| {sec(to):>8} | {sec(tb):>8} | {ratio(tb, to):>8} | {mb(mo):>8} | {mb(mb_):>8} | "
+              f"{ratio(mb_, mo):>7}")
+    if ours_stats is not None and "mismatch" in ours_stats:
+        print(f"ours' update (after warm-up steps): mismatch {ours_stats['mismatch']:.5f} per token, "
+              f"{100 * ours_stats['mismatch_outside']:.2f} % outside [0.5, 2], {100 * ours_stats['is_clipped']:.2f} % "
+              f"clipped", flush=True)
 
-    # 4. against the hardware: tokens/s, decode steps/s, % of the bandwidth roofline, MFU. Both sides
+    # 5. against the hardware: tokens/s, decode steps/s, % of the bandwidth roofline, MFU. Both sides
     # sample the same number of tokens from the same prompts, so they share the denominators.
     tokens, sampled = int(ours_episodes.attention_mask.sum()), N * 2 * cfg.new_tokens
-    first = [len(p) for p in prompts]
-    second = [n + cfg.new_tokens + 1 + cfg.instruction_tokens for n in first]  # + y1 + end token + glue
-    need = sum(decode_bytes(policy, lengths, cfg.new_tokens, cfg.gen_batch, value_bytes) for lengths in (first, second))
+    first_lengths = [len(p) for p in prompts]
+    second = [n + cfg.new_tokens + 1 + cfg.instruction_tokens for n in first_lengths]  # + y1 + end token + glue
+    need = sum(decode_bytes(policy, lengths, cfg.new_tokens, cfg.gen_batch, value_bytes)
+               for lengths in (first_lengths, second))
     steps = 2 * math.ceil(N / cfg.gen_batch) * cfg.new_tokens
     flops = forward_flops(policy, ours_episodes.attention_mask)
+    rate_names = ["rollout: sampled tokens/s", "rollout: decode steps/s", "rollout: % of bandwidth roofline",
+                  "reference: tokens/s", "reference: % MFU", "update: tokens/s", "update: % MFU",
+                  "step split %: rollout/reference/update"]
+    print(f"\n{need / steps / 2 ** 20:,.1f} MiB to read per decode step ({value_bytes}-byte values) at "
+          f"{bandwidth / 1e9:,.1f} GB/s; matmul {matmul_rate / 1e12:.2f} TFLOP/s")
+    print(f"{'rate':<40}| {'ours':>9} | {'baseline':>9}")
     rates = {}
     for name, r in results.items():
         (t_roll, _), (t_ref, _), (t_upd, _) = r["rollout"], r["reference"], r["update"]
@@ -496,40 +602,8 @@ def main(cfg):
                        f"{tokens / t_ref:,.0f}", f"{100 * flops / t_ref / matmul_rate:.1f}", f"{tokens / t_upd:,.0f}",
                        f"{100 * 4 * flops / t_upd / matmul_rate:.1f}",  # reference forward + policy forward/backward
                        "/".join(f"{100 * t / (t_roll + t_upd):.0f}" for t in (t_roll, t_ref, t_upd - t_ref))]
-    rate_names = ["rollout: sampled tokens/s", "rollout: decode steps/s", "rollout: % of bandwidth roofline",
-                  "reference: tokens/s", "reference: % MFU", "update: tokens/s", "update: % MFU",
-                  "step split %: rollout/reference/update"]
-
-    # 5. each technique on its own: (name, phase, measured without it, measured with it), same run.
-    rows = []
-    if cfg.techniques:
-        ref_with = functools.partial(reference_pass, reference=reference, episodes=ours_episodes)
-        upd_with = functools.partial(update, policy=policy, reference=reference, optimizer=optimizer,
-                                     episodes=ours_episodes)
-        pure_unsorted = timed(functools.partial(rollout, functools.partial(sample_plain, top_k=0, top_p=1.0)))
-        rows.append(("pure sampling, not generate's default top-k 50", "rollout", base["rollout"], pure_unsorted))
-        rows.append(("length-sorted generate batches", "rollout", pure_unsorted, ours["rollout"]))
-        if cfg.static_cache:  # transformers compiles the decode step when the cache is static, on a GPU
-            static = functools.partial(sample_plain, sort=True, top_k=0, top_p=1.0, cache_implementation="static")
-            rows.append(("static KV cache + compiled decode (flag)", "rollout", ours["rollout"],
-                         timed(functools.partial(rollout, static), warmup=max(cfg.warmup, 1))))
-        full = timed(functools.partial(ref_with, naive_logprobs, micro_batch=cfg.micro_batch))
-        rows.append((f"chunked log-probs ({cfg.chunk_tokens} tokens)", "reference", full, ours["reference"]))
-        full = timed(functools.partial(upd_with, naive_logprobs, micro_batch=cfg.micro_batch))
-        rows.append((f"chunked log-probs ({cfg.chunk_tokens} tokens)", "update", full, ours["update"]))
-        one_pass = timed(functools.partial(upd_with, ours_logprobs, micro_batch=N))
-        rows.append((f"micro-batches of {cfg.micro_batch}, not all {N}", "update", one_pass, ours["update"]))
-        if cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_disable()
-            no_ckpt = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch))
-            policy.gradient_checkpointing_enable()
-            rows.append(("gradient checkpointing", "update", no_ckpt, ours["update"]))
-        policy.set_attn_implementation("eager")
-        eager_rollout = timed(functools.partial(rollout, sample_ours))
-        eager_update = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch))
-        policy.set_attn_implementation("sdpa")
-        rows.append(("SDPA attention, not eager", "rollout", eager_rollout, ours["rollout"]))
-        rows.append(("SDPA attention, not eager", "update", eager_update, ours["update"]))
+    for i, name in enumerate(rate_names):
+        print(f"{name:<40}| {rates['ours'][i]:>9} | {rates['baseline'][i]:>9}", flush=True)
 
     # 6. log-prob memory against micro-batch size: grows with tokens, or with tokens x vocabulary?
     sizes = sorted({max(1, cfg.micro_batch // 2), cfg.micro_batch})
@@ -539,22 +613,6 @@ def main(cfg):
         n_tokens = ids.shape[0] * (ids.shape[1] - 1)
         scaling.append((n_tokens, logprob_memory(ours_logprobs, policy, reference, ids, mask),
                         logprob_memory(naive_logprobs, policy, reference, ids, mask)))
-
-    # 7. the tables, last
-    kind = "GPU" if device.type == "cuda" else "CPU"
-    counter = "cuda.max_memory_allocated" if kind == "GPU" else "PeakMemory"
-    print(f"\nStage I step on the {kind}, ours vs the plain baseline. speed-up = base s / ours s, memory = base MB / "
-          f"ours MB; MB = peak beyond weights and Adam state ({counter}); {need / steps / 2 ** 20:,.1f} MiB to read "
-          f"per decode step at {bandwidth / 1e9:,.1f} GB/s; matmul {matmul_rate / 1e12:.2f} TFLOP/s")
-    print(f"{'phase':<11}| {'ours s':>8} | {'base s':>8} | {'speed-up':>8} | {'ours MB':>8} | {'base MB':>8} | "
-          f"{'memory':>7}")
-    for phase in ("rollout", "reference", "update", "step"):
-        (to, mo), (tb, mb_) = ours[phase], base[phase]
-        print(f"{phase:<11}| {sec(to):>8} | {sec(tb):>8} | {ratio(tb, to):>8} | {mb(mo):>8} | {mb(mb_):>8} | "
-              f"{ratio(mb_, mo):>7}")
-    print(f"\n{'rate':<40}| {'ours':>9} | {'baseline':>9}")
-    for i, name in enumerate(rate_names):
-        print(f"{name:<40}| {rates['ours'][i]:>9} | {rates['baseline'][i]:>9}")
     print(f"\nlog-prob memory (reference + policy + KL + backward) vs tokens in a micro-batch, vocab {V:,}")
     for n_tokens, m_ours, m_naive in scaling:
         print(f"{n_tokens:>7,} tokens | ours {mb(m_ours):>6} MB | full log-softmax {mb(m_naive):>6} MB | "
@@ -562,13 +620,53 @@ def main(cfg):
     if len(scaling) == 2 and not any(math.isnan(x) for row in scaling for x in row):
         (n0, o0, f0), (n1, o1, f1) = scaling
         print(f"growth per extra token: ours {(o1 - o0) / (n1 - n0) / 1024:,.1f} KiB, full log-softmax "
-              f"{(f1 - f0) / (n1 - n0) / 1024:,.1f} KiB; V x 4 bytes = {V * 4 / 1024:,.1f} KiB")
-    if rows:
-        print(f"\n{'technique (without it -> with it, as ours runs)':<48}| {'phase':<9}| {'without s':>9} | "
-              f"{'with s':>8} | {'speed-up':>8} | {'without MB':>10} | {'with MB':>8}")
-        for name, phase, (t0, m0, *_), (t1, m1, *_) in rows:
-            print(f"{name:<48}| {phase:<9}| {sec(t0):>9} | {sec(t1):>8} | {ratio(t0, t1):>8} | {mb(m0):>10} | "
-                  f"{mb(m1):>8}")
+              f"{(f1 - f0) / (n1 - n0) / 1024:,.1f} KiB; V x 4 bytes = {V * 4 / 1024:,.1f} KiB", flush=True)
+
+    # 7. each technique on its own: (name, phase, measured without it, measured with it), same run,
+    # each row printed as soon as it is measured.
+    if not cfg.techniques:
+        return
+    print(f"\n{'technique (without it -> with it, as ours runs)':<48}| {'phase':<9}| {'without s':>9} | "
+          f"{'with s':>8} | {'speed-up':>8} | {'without MB':>10} | {'with MB':>8}")
+
+    def row(name, phase, without, with_):
+        (t0, m0, *_), (t1, m1, *_) = without, with_
+        print(f"{name:<48}| {phase:<9}| {sec(t0):>9} | {sec(t1):>8} | {ratio(t0, t1):>8} | {mb(m0):>10} | "
+              f"{mb(m1):>8}", flush=True)
+
+    ref_with = functools.partial(reference_pass, reference=reference, episodes=ours_episodes)
+    upd_with = functools.partial(update, policy=policy, reference=reference, optimizer=optimizer,
+                                 episodes=ours_episodes)
+    pure_unsorted = timed(functools.partial(rollout, functools.partial(sample_plain, top_k=0, top_p=1.0)))
+    row("pure sampling, not generate's default top-k 50", "rollout", base["rollout"], pure_unsorted)
+    row("engine.Sampler, not generate (pure, unsorted)", "rollout", pure_unsorted, ours["rollout"])
+    if cfg.compile_decode:
+        eager = Sampler(policy, dtype=dtype)
+        row("compiled decode + CUDA graphs (flag)", "rollout",
+            timed(functools.partial(rollout, functools.partial(ours_generate, eager, **settings))), ours["rollout"])
+        del eager
+    row(f"truncated IS weights (C = {cfg.is_clip:g})", "update",
+        timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch, is_clip=0)), ours["update"])
+    full = timed(functools.partial(ref_with, naive_logprobs, micro_batch=cfg.micro_batch))
+    row(f"chunked log-probs ({cfg.chunk_tokens} tokens)", "reference", full, ours["reference"])
+    full = timed(functools.partial(upd_with, naive_logprobs, micro_batch=cfg.micro_batch))
+    row(f"chunked log-probs ({cfg.chunk_tokens} tokens)", "update", full, ours["update"])
+    one_pass = timed(functools.partial(upd_with, ours_logprobs, micro_batch=N))
+    row(f"micro-batches of {cfg.micro_batch}, not all {N}", "update", one_pass, ours["update"])
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_disable()
+        no_ckpt = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch))
+        policy.gradient_checkpointing_enable()
+        row("gradient checkpointing", "update", no_ckpt, ours["update"])
+    if not cfg.compile_decode:  # the compiled sampler's attention is its own (engine.decode_attention)
+        for model in {id(m): m for m in (policy, sampler.model)}.values():
+            model.set_attn_implementation("eager")
+        eager_rollout = timed(functools.partial(rollout, sample_ours))
+        eager_update = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch))
+        for model in {id(m): m for m in (policy, sampler.model)}.values():
+            model.set_attn_implementation("sdpa")
+        row("SDPA attention, not eager", "rollout", eager_rollout, ours["rollout"])
+        row("SDPA attention, not eager", "update", eager_update, ours["update"])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ chat turns, sample responses, and compute per-token log-probabilities.
     load_model / load_tokenizer   hub id, local folder, or a .gguf file
     build_tiny_model              a tiny Llama + character tokenizer made in-process (CPU tutorial)
     chat_prompt_ids / turn_glue_ids   the chat-template tokens around each assistant turn
-    sample                        batched sampling with left padding, cut at the end-of-turn token
+    (sampling)                    in engine.py: engine.Sampler, which records its own log-probs
     token_logprobs                THE per-token log-prob function: policy, reference and evaluation
 
 token_logprobs never builds the [batch, tokens, vocab] log-softmax of a whole batch: with Qwen's
@@ -83,7 +83,8 @@ def load_model(name, device, dtype=torch.float32, trainable=True):
     """A causal LM from a hub id, a local folder or a .gguf file.
     The policy keeps float32 weights: Adam's 5e-6 steps are below bf16's resolution (a bf16 weight
     of 1.0 can't move by less than 0.0078), so they would vanish. Speed comes from bf16 autocast.
-    The frozen reference has no optimizer, so it is stored directly in bf16 on a GPU."""
+    The frozen reference is loaded the same way (stage1.load_policy_and_reference), so that its
+    log-probs are computed with exactly the policy's numerics (engine.py samples from a bf16 copy)."""
     from transformers import AutoModelForCausalLM
     _check_source(name)
     folder, gguf_file = _split_gguf(name)
@@ -268,44 +269,9 @@ def check_chat_template(tokenizer):
 
 # ----------------------------------------------------------------------------- sampling
 
-@torch.no_grad()
-def sample(model, prompts, *, max_new_tokens, temperature, end_ids, pad_id, batch_size=64):
-    """Sample one response per prompt (lists of token ids). Returns (responses, truncated): each
-    response runs up to and including its first end-of-turn token; truncated[i] is True when the
-    response hit max_new_tokens without one. temperature 0 means greedy.
-
-    Sampling is plain: no top-k, top-p or repetition penalty, whatever the model's
-    generation_config says (Qwen's ships top_k=20). On-policy RL trains on log pi(y), so y must be
-    drawn from pi itself."""
-    from transformers import GenerationConfig
-    device = next(model.parameters()).device
-    # 0 and 1.0 are the explicit "off". None would not be: generate() fills unset fields from the
-    # model's generation_config, then from its global defaults (top_k=50), so None sampled top-k.
-    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else \
-        dict(do_sample=False)  # greedy: sampling flags would only draw a warning
-    gen_config = GenerationConfig(**sampling, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
-                                  eos_token_id=list(end_ids), pad_token_id=pad_id)
-    was_training = model.training
-    model.eval()
-    # Similar lengths in one batch mean less padding; the order is restored at the end.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    responses, truncated = [None] * len(prompts), [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        # Left padding: every row's last prompt token sits at the same column, so new tokens line up.
-        input_ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx],
-                                      device=device)
-        with autocast(device):
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_config)
-        for row, i in enumerate(idx):
-            new = out[row, width:].tolist()
-            cut = next((j for j, t in enumerate(new) if t in end_ids), None)
-            responses[i] = new[:cut + 1] if cut is not None else new  # keep the end token: it is an action
-            truncated[i] = cut is None
-    model.train(was_training)
-    return responses, truncated
+# Sampling lives in engine.py (engine.Sampler): a decode loop of its own with a static KV cache, bf16
+# weights on a GPU, and the log-prob of every token it draws. token_logprobs below stays THE log-prob
+# function every update trusts; the sampler's own log-probs only measure and correct the gap to it.
 
 
 # ----------------------------------------------------------------------------- log-probs

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model import UsageError, chat_prompt_ids, end_of_turn_ids, sample, turn_end_id, turn_glue_ids
+from engine import Sampler
+from model import UsageError, chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
 
 MATH_PROMPT = (
     "You are a math expert. When you respond, respond only with the Solution of the final Problem, thinking "
@@ -55,14 +56,21 @@ class Episodes:
     problem_index: torch.Tensor   # (N,) long: rows 0..k-1 share problem 0, and so on
     responses: list               # [n_turns][N] decoded attempts
     samples_per_problem: int      # k
+    # (N, T-1) float, aligned with token_logprobs' output (position j holds the log-prob of token j+1):
+    # log pi_sampler of each sampled token as the sampler computed it while sampling, 0 outside the
+    # action masks, NaN on a given (not sampled) attempt. None: no sampler record, no IS correction.
+    sampler_logprobs: torch.Tensor | None = None
 
 
 def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, temperature, max_new_tokens,
-                 n_turns=2, batch_size=64, first_attempts: list[str] | None = None):
+                 n_turns=2, batch_size=64, first_attempts: list[str] | None = None, sampler=None):
     """Sample k = samples_per_problem episodes for each problem and score every attempt.
     first_attempts (one text per problem) replaces sampling at attempt 1 with that given text, as in
-    the paper's MBPP-R (offline repair of recorded wrong attempts, evaluate.py --repair)."""
+    the paper's MBPP-R (offline repair of recorded wrong attempts, evaluate.py --repair).
+    sampler: the engine.Sampler of `model` that the training loop keeps (it holds a bf16 copy of the
+    policy on a GPU); None makes one for this call (evaluation, baselines: no copy is kept)."""
     k, device = samples_per_problem, next(model.parameters()).device
+    sampler = sampler or Sampler(model)
     if first_attempts is not None and len(first_attempts) != len(problems):
         raise UsageError(f"got {len(first_attempts)} first attempts for {len(problems)} problems")
     end_ids = end_of_turn_ids(model, tokenizer)
@@ -72,7 +80,7 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
     problems_k = [p for p in problems for _ in range(k)]
 
     contexts = [chat_prompt_ids(tokenizer, task.first_prompt(p)) for p in problems_k]
-    spans, responses, truncated = [], [], []
+    spans, responses, truncated, sampler_logps = [], [], [], []
     for turn in range(n_turns):
         longest = max(len(c) for c in contexts) + max_new_tokens
         if max_len is not None and longest > max_len:
@@ -83,10 +91,12 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
             # them. Everything after it (masks, glue, rewards) treats it like a sampled attempt.
             ys = [tokenizer(y, add_special_tokens=False).input_ids + [end] for y in first_attempts for _ in range(k)]
             cut = [False] * len(ys)
+            lps = [[float("nan")] * len(y) for y in ys]  # nobody sampled them: no sampler log-prob
         else:
-            # 1. (and 2.) an attempt: sample y_t given the conversation so far.
-            ys, cut = sample(model, contexts, max_new_tokens=max_new_tokens, temperature=temperature,
-                             end_ids=end_ids, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
+            # 1. (and 2.) an attempt: sample y_t given the conversation so far (engine.py).
+            ys, cut, lps = sampler.sample(contexts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                          end_ids=end_ids, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
+        sampler_logps.append(lps)
         spans.append([(len(c), len(c) + len(y)) for c, y in zip(contexts, ys)])
         responses.append([tokenizer.decode(y, skip_special_tokens=True) for y in ys])
         truncated.append(cut)
@@ -101,16 +111,18 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     action_masks = torch.zeros((n_turns, len(rows), width), dtype=torch.bool)
+    sampler_logprobs = torch.zeros((len(rows), width - 1))
     for i, row in enumerate(rows):
         input_ids[i, :len(row)] = torch.tensor(row)
         attention_mask[i, :len(row)] = 1
         for turn in range(n_turns):
             start, end = spans[turn][i]
             action_masks[turn, i, start:end] = True
+            sampler_logprobs[i, start - 1:end - 1] = torch.tensor(sampler_logps[turn][i])  # token j at j - 1
 
     rewards = torch.tensor([task.score(responses[t], problems_k) for t in range(n_turns)], dtype=torch.float)
     return Episodes(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                     action_masks=action_masks.to(device), rewards=rewards.to(device),
                     truncated=torch.tensor(truncated, device=device),
                     problem_index=torch.arange(len(problems), device=device).repeat_interleave(k),
-                    responses=responses, samples_per_problem=k)
+                    responses=responses, samples_per_problem=k, sampler_logprobs=sampler_logprobs.to(device))

@@ -38,9 +38,14 @@ Where this departs from the paper:
    beta2, alpha and temperature; 128 episodes a step (32 problems x k = 4) for 200 steps; Adam lr 1e-5,
    twice Table 5's MATH value, because a 135M model and 200 steps are far from Gemini and 3000 steps.
    These settings have not been run on a GPU yet (README, "A real model").
+7. Sampling and training compute with different numerics (engine.py samples from a bf16 copy of the
+   fp32 policy on a GPU), so each token's policy-gradient term is weighted by the truncated importance
+   weight min(pi / pi_sampler, C), C = 2 (Yao et al. 2025; PAPER.md; --is_clip 0: off). The reference
+   is kept in fp32 under the policy's autocast, so the KL is exactly 0 before the first update.
 """
 
 import dataclasses
+import math
 import os
 import random
 import sys
@@ -55,6 +60,7 @@ from model import (UsageError, all_gather, append_jsonl, autocast, average_gradi
                    keep_log_until, load_model, load_tokenizer, load_training_state, main_process_first, parse_config,
                    read_run_config, require_device, rng_states, save_checkpoint, set_rng_states, token_logprobs,
                    turn_end_id, turn_glue_ids, world)
+from engine import Sampler
 from evaluate import self_correction_metrics
 from rollout import run_episodes
 from tasks import SMOL_MIX, get_task, load_problems
@@ -96,6 +102,8 @@ class Config:
     """rloo (leave-one-out over the k samples) or none (plain REINFORCE)"""
     grad_clip: float = 1.0
     """max gradient norm"""
+    is_clip: float = 2.0
+    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (PAPER.md, numerics); 0: off"""
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, ~30 % more compute"""
     device: str = "cuda"
@@ -106,6 +114,8 @@ class Config:
     """write a few decoded episodes to the samples log every this many steps"""
     save_every: int = 50
     """checkpoint every this many steps (and at the end)"""
+    compile_decode: bool = False
+    """CUDA only, not yet measured: compile the decode step and replay it as a CUDA graph (engine.py)"""
     resume: bool = False
     """continue from {out_dir}/stage1: weights, Adam state, RNG states, step; logs keep each step once"""
 
@@ -138,12 +148,31 @@ def rloo_advantages(rewards, k):
     return (grouped - others_mean).flatten(-2)
 
 
-def policy_gradient_loss(logp, masks, advantages, n_episodes):
+def truncated_importance_weights(logp, sampler_logp, clip):
+    """Token-level truncated importance sampling (Yao et al. 2025, "Your efficient RL framework
+    secretly brings you off-policy RL training"; the correction verl and OpenRLHF adopt; PAPER.md,
+    "Sampling and training with different numerics"):
+        w_t = min(pi_theta(y_t) / pi_sampler(y_t), C)      no gradient through w
+    The sampler (engine.py: bf16 weights, KV cache) and the trainer (token_logprobs: fp32 master
+    weights under autocast, one full forward) compute slightly different numbers, so the tokens
+    were drawn from pi_sampler, not from the pi_theta we differentiate. w reweights each token's
+    policy-gradient term back to pi_theta; truncating at C bounds the variance (sequence-level
+    ratios, products of hundreds of these, are unstable). With identical numerics w is exactly 1.
+    logp, sampler_logp: (b, T-1); sampler_logp is NaN where nothing was sampled (a given attempt): w = 1."""
+    ratio = torch.exp(logp.detach() - sampler_logp.nan_to_num(nan=0.0)).where(~sampler_logp.isnan(), 1.0)
+    return ratio.clamp(max=clip)
+
+
+def policy_gradient_loss(logp, masks, advantages, n_episodes, weights=None):
     """REINFORCE: -1/N sum_i sum_t A_t,i * log pi(y_t,i), where log pi(y) sums the turn's tokens.
     logp (B, T-1) carries the gradient; masks (turns, B, T-1); advantages (turns, B) must not.
+    weights (B, T-1), optional: each token's importance weight (truncated_importance_weights).
     The reward reaches the gradient only here, as the weight of log pi: the popular bug
     `-reward.mean() + beta * KL` with a gradient-free reward trains on the KL alone."""
     assert not advantages.requires_grad, "advantages are weights: detach them"
+    if weights is not None:
+        assert not weights.requires_grad, "importance weights carry no gradient"
+        logp = weights * logp
     return -(advantages.unsqueeze(-1) * logp.unsqueeze(0) * masks).sum() / n_episodes
 
 
@@ -151,17 +180,31 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
     """One update of Eq. 2 on every turn of a batch of episodes, with gamma = 0 credit:
         R_t = r_t - beta_t * KL_t     (turn t's own task reward and KL, nothing from other turns)
         A_t = R_t - baseline_t        (RLOO over the k samples of the problem, or 0)
-    task_rewards (turns, N): what each stage rewards; kl_coefs (turns,): beta per turn."""
+    task_rewards (turns, N): what each stage rewards; kl_coefs (turns,): beta per turn.
+    Each token's term is weighted by its truncated importance weight when the episodes carry the
+    sampler's log-probs and cfg.is_clip > 0. Returns the loss, gradient norm, KL per turn and the
+    sampler/trainer mismatch (mean |log pi_theta - log pi_sampler| per sampled token, the share of
+    ratios outside [0.5, 2], the share clipped at C)."""
     k, n = episodes.samples_per_problem, episodes.input_ids.shape[0]
     chunk = k * max(1, cfg.micro_batch // k)  # whole problems per micro-batch: RLOO needs all k together
     device = episodes.input_ids.device
+    use_is = episodes.sampler_logprobs is not None and cfg.is_clip > 0
+    # Problems ordered by their longest row, so each micro-batch holds rows of similar length and is
+    # cut to its own longest row below: less padding to run through the model. Rows of a problem stay
+    # together (RLOO); the order changes nothing else, since every sum below is over all episodes.
+    lengths = episodes.attention_mask.sum(-1)  # (N,) real tokens; rows are right padded, so columns 0..length-1
+    by_length = lengths.view(-1, k).max(-1).values.argsort()  # problems, shortest first
+    order = (by_length[:, None] * k + torch.arange(k, device=device)).flatten()  # their rows, k at a time
     kl = torch.zeros_like(task_rewards)
-    loss_sum = 0.0
+    # sampler/trainer mismatch, summed over drawn tokens: |log ratio|, ratios outside [0.5, 2], clipped, tokens
+    loss_sum, mismatch = 0.0, torch.zeros(4, device=device)
     for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        ids, attn = episodes.input_ids[rows], episodes.attention_mask[rows]
-        masks = episodes.action_masks[:, rows, 1:].float()  # token j+1 is predicted at position j
-        # 4. reference log-probs: the frozen base model, no graph.
+        rows = order[start:start + chunk]
+        width = int(lengths[rows].max())  # this micro-batch's longest row; the rest is padding
+        ids, attn = episodes.input_ids[rows, :width], episodes.attention_mask[rows, :width]
+        masks = episodes.action_masks[:, rows, 1:width].float()  # token j+1 is predicted at position j
+        # 4. reference log-probs: the frozen base model, no graph, with the policy's numerics (same
+        # weight dtype, same autocast), so log pi - log pi_ref is exactly 0 before the first update.
         with torch.no_grad(), autocast(device):
             ref_logp = token_logprobs(reference, ids, attn)  # (b, T-1)
         with autocast(device):
@@ -172,15 +215,38 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
         kl[:, rows] = ((logp.detach() - ref_logp).unsqueeze(0) * masks).sum(-1)
         total = task_rewards[:, rows] - kl_coefs[:, None] * kl[:, rows]
         advantages = rloo_advantages(total, k) if cfg.baseline == "rloo" else total
-        # 6. loss and backward; micro-batch losses add up to the loss of the whole batch.
-        loss = policy_gradient_loss(logp, masks, advantages, n)
+        # 6. loss and backward, each token's term weighted by its truncated importance weight: the
+        # sampler drew the tokens with other numerics (truncated_importance_weights). Micro-batch
+        # losses add up to the loss of the whole batch.
+        weights = None
+        if episodes.sampler_logprobs is not None:
+            sampler_logp = episodes.sampler_logprobs[rows, :width - 1]  # (b, T-1), NaN on a given attempt
+            drawn = masks.amax(0) * ~sampler_logp.isnan()  # (b, T-1): 1 on the tokens the sampler drew
+            log_ratio = (logp.detach() - sampler_logp.nan_to_num(nan=0.0)) * drawn  # log pi / pi_sampler, else 0
+            clip = cfg.is_clip if use_is else math.inf
+            mismatch += torch.stack([log_ratio.abs().sum(), (log_ratio.abs() > math.log(2)).sum(),
+                                     (log_ratio > math.log(clip)).sum(), drawn.sum()])
+            if use_is:
+                weights = truncated_importance_weights(logp, sampler_logp, cfg.is_clip)
+        loss = policy_gradient_loss(logp, masks, advantages, n, weights)
         loss.backward()
         loss_sum += loss.item()
     average_gradients(policy)  # several processes (torchrun): the mean gradient of the whole batch (model.py)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_sum, "grad_norm": grad_norm.item(), "kl": kl.mean(-1).tolist()}
+    stats = {"loss": loss_sum, "grad_norm": grad_norm.item(), "kl": kl.mean(-1).tolist()}
+    if episodes.sampler_logprobs is not None:  # the mismatch, measured before any correction
+        total_abs, outside, clipped, tokens = mismatch.tolist()
+        stats.update(mismatch=total_abs / max(tokens, 1), mismatch_outside=outside / max(tokens, 1),
+                     is_clipped=clipped / max(tokens, 1))
+    return stats
+
+
+def make_optimizer(policy, lr, device):
+    """Adam (Table 5) over the policy's fp32 weights; on a GPU the fused kernel, one launch for all
+    parameters instead of several per parameter tensor (same math)."""
+    return torch.optim.Adam(policy.parameters(), lr=lr, fused=torch.device(device).type == "cuda")
 
 
 # ----------------------------------------------------------------------------- shared by the stages
@@ -204,8 +270,9 @@ def load_policy_and_reference(policy_path, reference_path, cfg):
     device = torch.device(cfg.device)
     tokenizer = load_tokenizer(policy_path)
     policy = load_model(policy_path, device, torch.float32, trainable=True)
-    reference = load_model(reference_path, device, torch.bfloat16 if device.type == "cuda" else torch.float32,
-                           trainable=False)
+    # The reference as the policy: fp32 weights under the same autocast. A bf16 reference computes
+    # other numbers (~0.03 nats a token), so the KL would start from noise, not from exactly 0.
+    reference = load_model(reference_path, device, torch.float32, trainable=False)
     if cfg.gradient_checkpointing:  # transformers 5.23 renamed it; older 5.x only has the old name
         getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
     return tokenizer, policy, reference
@@ -216,8 +283,10 @@ def log_step(step, episodes, stats, seconds, log_path, samples_path, sample_ever
     Works for one turn too (stage2.py --single_turn). Under torchrun each rank holds a share of the
     batch: the per-episode facts are gathered and rank 0 alone logs the whole batch, once."""
     turns = episodes.rewards.shape[0]
+    mismatch_keys = [k for k in ("mismatch", "mismatch_outside", "is_clipped") if k in stats]
     shares = all_gather({"correct": episodes.rewards.bool().tolist(), "truncated": episodes.truncated.tolist(),
-                         "tokens": int(episodes.action_masks.sum()), "kl": stats["kl"], "loss": stats["loss"]})
+                         "tokens": int(episodes.action_masks.sum()), "kl": stats["kl"], "loss": stats["loss"],
+                         **{k: stats[k] for k in mismatch_keys}})
     if world()[0] != 0:
         return None
     correct = [sum((s["correct"][t] for s in shares), []) for t in range(turns)]
@@ -232,11 +301,14 @@ def log_step(step, episodes, stats, seconds, log_path, samples_path, sample_ever
         m = self_correction_metrics(correct[0], correct[1])
         record.update(delta=m["delta"], delta_i2c=m["delta_i2c"], delta_c2i=m["delta_c2i"])
         line += f" | delta {m['delta']:+.3f} i->c {m['delta_i2c']:.3f} c->i {m['delta_c2i']:.3f}"
+    record.update({k: sum(s[k] for s in shares) / len(shares) for k in mismatch_keys})  # equal shares
     record.update(loss=sum(s["loss"] for s in shares), grad_norm=stats["grad_norm"],
                   sampled_tokens_per_s=sum(s["tokens"] for s in shares) / seconds["rollout"], **seconds)
     kls = " ".join(f"kl{t + 1} {kl[t]:.4f}" for t in range(turns))
     truncs = "/".join(f"{record[f'truncated_t{t + 1}']:.2f}" for t in range(turns))
-    tqdm.write(f"step {step:4d} | {line} | {kls} | trunc {truncs} | {record['sampled_tokens_per_s']:.0f} tok/s | "
+    # mis: mean |log pi - log pi_sampler| per sampled token (engine.py vs token_logprobs; IS corrects it)
+    mis = f"mis {record['mismatch']:.4f} | " if "mismatch" in record else ""
+    tqdm.write(f"step {step:4d} | {line} | {kls} | trunc {truncs} | {mis}{record['sampled_tokens_per_s']:.0f} tok/s | "
                f"{sum(seconds.values()):.1f}s")
     append_jsonl(log_path, record)
     if step % sample_every == 0:  # a few of rank 0's own episodes: the first sample of a few problems
@@ -317,7 +389,8 @@ def main(cfg):
         barrier()
         policy_path = cfg.model
     tokenizer, policy, reference = load_policy_and_reference(policy_path, cfg.model, cfg)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(policy, cfg.lr, cfg.device)
+    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (engine.py)
     start = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -338,7 +411,7 @@ def main(cfg):
         t0 = time.time()
         # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
         episodes = run_episodes(policy, tokenizer, task, shard, samples_per_problem=cfg.samples_per_problem,
-                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, sampler=sampler)
         t1 = time.time()
         # 3. rewards (Eq. 3): only attempt 2 earns its task reward; attempt 1's reward is its KL term alone.
         task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])

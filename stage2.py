@@ -44,7 +44,8 @@ from tqdm import tqdm
 from model import (UsageError, all_gather, find_checkpoint, init_distributed, keep_log_until, load_training_state,
                    main_process_first, parse_config, read_run_config, rng_states, save_checkpoint, set_rng_states)
 from rollout import run_episodes
-from stage1 import check_config, load_policy_and_reference, log_step, reinforce_update
+from engine import Sampler
+from stage1 import check_config, load_policy_and_reference, log_step, make_optimizer, reinforce_update
 from tasks import get_task, load_problems
 
 
@@ -82,6 +83,8 @@ class Config:
     """rloo or none"""
     grad_clip: float = 1.0
     """max gradient norm"""
+    is_clip: float = 2.0
+    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (PAPER.md, numerics); 0: off"""
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, more compute"""
     device: str = "cuda"
@@ -92,6 +95,8 @@ class Config:
     """write a few decoded episodes to the samples log every this many steps"""
     save_every: int = 50
     """compare the training reward every this many steps; save when it is the best so far"""
+    compile_decode: bool = False
+    """CUDA only, not yet measured: compile the decode step and replay it as a CUDA graph (engine.py)"""
     resume: bool = False
     """continue from {out_dir}/stage2_last: weights, Adam state, RNG states, step, best training reward so far"""
 
@@ -138,7 +143,8 @@ def main(cfg):
         state = load_training_state(policy_path)
         init = read_run_config(policy_path)["init"]
     tokenizer, policy, reference = load_policy_and_reference(policy_path, base_model, cfg)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(policy, cfg.lr, cfg.device)
+    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (engine.py)
     start, window, best = 0, [], float("-inf")
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -162,7 +168,8 @@ def main(cfg):
         t0 = time.time()
         # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
         episodes = run_episodes(policy, tokenizer, task, shard, samples_per_problem=cfg.samples_per_problem,
-                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_turns=n_turns)
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_turns=n_turns,
+                                sampler=sampler)
         t1 = time.time()
         # 3. rewards (Eq. 4 + bonus): both attempts are rewarded; attempt 2 gets the shaping bonus.
         if cfg.single_turn:  # the ablation: plain RL on attempt 1, no second turn at all

@@ -1,5 +1,5 @@
 """bench.py: its memory counter is right, log-prob memory grows with tokens and not with the
-vocabulary, and the CPU preset runs and prints its tables. Speed is reported by the benchmark,
+vocabulary, and the CPU preset runs every path (the bf16 sampler copy included) and prints its tables. Speed is reported by the benchmark,
 never asserted here."""
 
 import functools
@@ -65,12 +65,18 @@ def test_logprob_memory_grows_with_tokens_not_with_vocabulary(qwen_vocab_tiny):
 def test_cpu_preset_runs_and_prints_its_tables():
     """The benchmark end to end in a subprocess, at the CPU preset with even smaller shapes."""
     cmd = [sys.executable, "bench.py", "--preset", "cpu", "--vocab_size", "32768", "--prompt_tokens", "16",
-           "--new_tokens", "6"]
+           "--new_tokens", "6", "--emulate_bf16", "true"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for expected in ("Stage I step on the CPU", "rollout", "reference", "update", "step split",
-                     "% of bandwidth roofline", "% MFU", "growth per extra token", "length-sorted",
-                     "chunked log-probs", "gradient checkpointing", "SDPA attention"):
+                     "% of bandwidth roofline", "% MFU", "growth per extra token", "engine.Sampler, not generate",
+                     "chunked log-probs", "gradient checkpointing", "SDPA attention", "truncated IS weights",
+                     "sampler in torch.bfloat16", "before correction"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
+    # The reference has the policy's numerics: under bf16 autocast, as on a GPU, the KL at step 0 is
+    # printed as exactly zero, while the old bf16 reference's is not (the control).
+    assert "numerics at step 0 under bf16 autocast" in text
+    assert "KL(policy || reference) per token: ours 0.000000 " in text
+    assert "plain 0.000000 " not in text

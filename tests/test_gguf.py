@@ -28,8 +28,8 @@ def gguf_path(tmp_path_factory):
 
 
 def test_gguf_logprobs_glue_and_sampling(gguf_path):
-    from model import (chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, sample, token_logprobs,
-                       turn_glue_ids)
+    from engine import Sampler
+    from model import chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs, turn_glue_ids
     tokenizer, model = load_tokenizer(gguf_path), load_model(gguf_path, "cpu", trainable=False)
     end_ids = end_of_turn_ids(model, tokenizer)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in end_ids
@@ -49,8 +49,8 @@ def test_gguf_logprobs_glue_and_sampling(gguf_path):
         theirs = model(input_ids=ids, labels=ids).loss
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
-    answers, truncated = sample(model, [prompt], max_new_tokens=8, temperature=0, end_ids=end_ids,
-                                pad_id=tokenizer.pad_token_id)
+    answers, truncated, _ = Sampler(model).sample([prompt], max_new_tokens=8, temperature=0, end_ids=end_ids,
+                                                  pad_id=tokenizer.pad_token_id)
     assert "5" in tokenizer.decode(answers[0])  # the real model can add
 
 

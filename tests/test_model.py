@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from engine import Sampler
 from model import (UsageError, build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer,
-                   sample, save_checkpoint, find_checkpoint, token_logprobs, turn_glue_ids)
+                   save_checkpoint, find_checkpoint, token_logprobs, turn_glue_ids)
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +93,8 @@ def test_sample_cuts_at_end_token_and_flags_truncation(tiny):
     end_ids = end_of_turn_ids(model, tokenizer)
     prompts = [chat_prompt_ids(tokenizer, "hi"), chat_prompt_ids(tokenizer, "a longer prompt")]
     torch.manual_seed(0)
-    responses, truncated = sample(model, prompts, max_new_tokens=6, temperature=1.0, end_ids=end_ids,
-                                  pad_id=tokenizer.pad_token_id)
+    responses, truncated, _ = Sampler(model).sample(prompts, max_new_tokens=6, temperature=1.0, end_ids=end_ids,
+                                                    pad_id=tokenizer.pad_token_id)
     for response, cut in zip(responses, truncated):
         assert 1 <= len(response) <= 6
         assert cut == (response[-1] not in end_ids)
@@ -104,9 +105,10 @@ def test_greedy_sample_is_deterministic_and_batch_independent(tiny):
     model, tokenizer = tiny
     end_ids = end_of_turn_ids(model, tokenizer)
     a, b = chat_prompt_ids(tokenizer, "1+1"), chat_prompt_ids(tokenizer, "a much longer question here")
-    alone, _ = sample(model, [a], max_new_tokens=5, temperature=0, end_ids=end_ids, pad_id=tokenizer.pad_token_id)
-    together, _ = sample(model, [b, a], max_new_tokens=5, temperature=0, end_ids=end_ids,
-                         pad_id=tokenizer.pad_token_id)
+    sampler = Sampler(model)
+    alone, _, _ = sampler.sample([a], max_new_tokens=5, temperature=0, end_ids=end_ids, pad_id=tokenizer.pad_token_id)
+    together, _, _ = sampler.sample([b, a], max_new_tokens=5, temperature=0, end_ids=end_ids,
+                                    pad_id=tokenizer.pad_token_id)
     assert together[1] == alone[0]  # left padding next to a longer prompt changes nothing
 
 
@@ -146,13 +148,17 @@ def test_sampling_draws_from_the_models_own_distribution():
     prompt = chat_prompt_ids(tokenizer, "hello")
     torch.manual_seed(0)
     n = 20_000
-    first, _ = sample(model, [prompt] * n, max_new_tokens=1, temperature=1.0,
-                      end_ids=end_of_turn_ids(model, tokenizer), pad_id=tokenizer.pad_token_id, batch_size=5000)
+    first, _, logps = Sampler(model).sample([prompt] * n, max_new_tokens=1, temperature=1.0,
+                                            end_ids=end_of_turn_ids(model, tokenizer), pad_id=tokenizer.pad_token_id,
+                                            batch_size=5000)
     empirical = torch.bincount(torch.tensor([r[0] for r in first]), minlength=model.config.vocab_size) / n
     with torch.no_grad():
         ids = torch.tensor([prompt + [0]])
         logits = model(input_ids=ids).logits[0, -2]
     total_variation = 0.5 * (empirical - logits.softmax(-1)).abs().sum()
+    # The log-prob the sampler recorded for each draw is the model's own, exp(logp) = p(token).
+    drawn = torch.tensor([r[0] for r in first])
+    torch.testing.assert_close(torch.tensor([lp[0] for lp in logps]), logits.log_softmax(-1)[drawn], rtol=0, atol=1e-5)
     # Sampling noise at n = 20,000 is ~0.03 for this near-uniform 100-token distribution; obeying
     # top_k=1 would give ~0.98. (The penalty's effect here, 0.03, is too small for this test to see.)
     assert total_variation < 0.05

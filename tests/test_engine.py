@@ -1,0 +1,225 @@
+"""engine.py and the numerics around it: the sampler gives the plain path's greedy tokens and records
+the model's own log-probs; its copy follows the policy after an optimizer step; the reference's KL is
+exactly 0 at step 0; the truncated importance weights; no field of a model's generation_config reaches
+sampling or evaluation; the grouped-query decode attention equals the stock one."""
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from engine import Sampler, decode_attention
+from model import build_tiny_model, save_checkpoint, token_logprobs
+from rollout import run_episodes
+from stage1 import load_policy_and_reference, reinforce_update, truncated_importance_weights
+from tasks import get_task, load_problems
+
+
+def gqa_model(seed=0, vocab=300, init=0.2):
+    """A tiny Qwen2 with grouped-query attention (4 query heads, 2 KV heads) and weights large enough
+    that greedy decoding wanders over the vocabulary instead of repeating one token."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    config = AutoConfig.for_model("qwen2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, intermediate_size=128, vocab_size=vocab,
+                                  max_position_embeddings=512, initializer_range=init, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def random_prompts(lengths, vocab=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(8, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+def test_greedy_tokens_equal_generate_and_logprobs_equal_token_logprobs():
+    model = gqa_model()
+    prompts, end = random_prompts([3, 9, 5, 12]), [7]
+    # batch_size 3: two batches, each left-padded to its own width
+    ours, truncated, logps = Sampler(model).sample(prompts, max_new_tokens=12, temperature=0, end_ids=end, pad_id=0,
+                                                   batch_size=3)
+    for prompt, y, cut, lp in zip(prompts, ours, truncated, logps):
+        plain = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=12, eos_token_id=end,
+                               pad_token_id=0)[0, len(prompt):].tolist()
+        assert y == plain[:len(y)] and len(y) == len(lp)
+        assert cut == (y[-1] not in end)
+        ids = torch.tensor([prompt + y])
+        with torch.no_grad():
+            trainer = token_logprobs(model, ids, torch.ones_like(ids))[0, len(prompt) - 1:]  # log p(y_j), j = 0..
+        torch.testing.assert_close(torch.tensor(lp), trainer, rtol=0, atol=1e-4)
+    assert len(set(t for y in ours for t in y)) > 10  # the check above compared real, varied decoding
+
+
+def test_sampler_stops_at_the_end_token_and_checks_rarely():
+    """A response ends with its first end token even when the loop runs on past it (host checks
+    every check_every steps); truncated marks rows without one."""
+    model = gqa_model(seed=1)
+    prompts = random_prompts([4, 6], seed=1)
+    greedy, _, _ = Sampler(model).sample(prompts, max_new_tokens=8, temperature=0, end_ids=[299], pad_id=0)
+    end = greedy[0][2]  # a token row 0 emits at its third step: make it the end token
+    responses, truncated, logps = Sampler(model, check_every=3).sample(prompts, max_new_tokens=8, temperature=0,
+                                                                       end_ids=[end], pad_id=0)
+    first = greedy[0].index(end)
+    assert responses[0] == greedy[0][:first + 1] and truncated[0] is False and len(logps[0]) == first + 1
+    assert truncated[1] == (end not in greedy[1])
+
+
+def test_bf16_copy_follows_the_policy_after_an_optimizer_step():
+    """The GPU's path on a CPU: a bf16 decoding copy of an fp32 policy. After an update its log-probs
+    must be the updated policy's (up to bf16 rounding), not the old ones: the refresh happened."""
+    policy = gqa_model(seed=2, init=0.05).train()
+    old = copy.deepcopy(policy)
+    sampler = Sampler(policy, dtype=torch.bfloat16)
+    assert sampler.model is not policy and next(sampler.model.parameters()).dtype == torch.bfloat16
+    prompts = random_prompts([6, 6], seed=2)
+    ids = torch.tensor(prompts)
+    token_logprobs(policy, ids, torch.ones_like(ids)).sum().backward()
+    torch.optim.SGD(policy.parameters(), lr=2.0).step()
+    ys, _, lps = sampler.sample(prompts, max_new_tokens=6, temperature=0, end_ids=[-1], pad_id=0)
+    ids = torch.tensor([p + y for p, y in zip(prompts, ys)])
+    with torch.no_grad():
+        new_logp, old_logp = (token_logprobs(m, ids, torch.ones_like(ids))[:, 5:] for m in (policy, old))
+    assert (torch.tensor(lps) - new_logp).abs().mean() < 0.05  # measured 0.014: bf16 rounding
+    assert (torch.tensor(lps) - old_logp).abs().mean() > 0.5  # a stale copy's numbers (measured ~3.6)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    model, tokenizer = build_tiny_model(seed=0)
+    path = str(tmp_path_factory.mktemp("tiny") / "base")
+    save_checkpoint(model, tokenizer, {"stage": "base"}, path)
+    return path, tokenizer
+
+
+def tiny_episodes(policy, tokenizer, sampler=None, seed=0):
+    torch.manual_seed(seed)
+    return run_episodes(policy, tokenizer, get_task("arithmetic"),
+                        load_problems("arithmetic", "train", limit=2, max_operand=4), samples_per_problem=2,
+                        temperature=1.0, max_new_tokens=4, sampler=sampler)
+
+
+def test_kl_at_step_zero_is_exactly_zero_under_bf16_autocast(tiny_checkpoint):
+    """Policy and reference loaded as the stages load them, under bf16 autocast (what a GPU runs, here
+    on the CPU): the same numerics, so log pi - log pi_ref is exactly 0 before the first update. A
+    bf16 reference, as the code had before, is the control: its KL is not 0."""
+    path, _ = tiny_checkpoint
+    cfg = SimpleNamespace(device="cpu", gradient_checkpointing=False, micro_batch=4, baseline="rloo",
+                          grad_clip=1.0, is_clip=2.0)
+    tokenizer, policy, reference = load_policy_and_reference(path, path, cfg)
+    episodes = tiny_episodes(policy, tokenizer)
+    rewards, kl_coefs = torch.ones(2, 4), torch.tensor([0.1, 0.01])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_reference = copy.deepcopy(reference).to(torch.bfloat16)
+        control = reinforce_update(copy.deepcopy(policy), bf16_reference, torch.optim.SGD(policy.parameters(), lr=0.0),
+                                   episodes, rewards, kl_coefs, cfg)
+        stats = reinforce_update(policy, reference, torch.optim.SGD(policy.parameters(), lr=0.0), episodes, rewards,
+                                 kl_coefs, cfg)
+    assert stats["kl"] == [0.0, 0.0]
+    assert any(abs(kl) > 1e-4 for kl in control["kl"])
+
+
+def test_importance_weights_are_one_with_identical_numerics_and_clipped_otherwise():
+    logp = torch.tensor([[-1.0, -2.0, -0.5, -3.0]], requires_grad=True)
+    w = truncated_importance_weights(logp, logp.detach().clone(), clip=2.0)
+    assert torch.equal(w, torch.ones_like(w)) and not w.requires_grad
+    sampler_logp = logp.detach() - torch.log(torch.tensor([[3.0, 0.25, 1.5, 1.0]]))  # ratios 3, 0.25, 1.5, 1
+    sampler_logp[0, 3] = float("nan")  # a given, not sampled, token: weight 1
+    torch.testing.assert_close(truncated_importance_weights(logp, sampler_logp, clip=2.0),
+                               torch.tensor([[2.0, 0.25, 1.5, 1.0]]))
+
+
+def test_update_with_identical_numerics_equals_the_uncorrected_update(tiny_checkpoint):
+    """Sampler log-probs equal to the trainer's: every weight is exactly 1, so the gradient is bit for bit
+    the one without the correction. Off-policy log-probs change it (the control)."""
+    path, _ = tiny_checkpoint
+    cfg = SimpleNamespace(device="cpu", gradient_checkpointing=False, micro_batch=2, baseline="rloo",
+                          grad_clip=1e9, is_clip=2.0)
+    tokenizer, base, reference = load_policy_and_reference(path, path, cfg)
+    episodes = tiny_episodes(base, tokenizer)
+    with torch.no_grad():
+        trainer = token_logprobs(base, episodes.input_ids, episodes.attention_mask)
+    rewards = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]])
+    grads = []
+    for sampler_logprobs, is_clip in ((trainer, 2.0), (trainer, 0.0), (trainer - 0.3, 2.0)):
+        policy = copy.deepcopy(base)
+        optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)
+        optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradient to read it
+        eps = copy.copy(episodes)
+        eps.sampler_logprobs = sampler_logprobs
+        stats = reinforce_update(policy, reference, optimizer, eps, rewards, torch.tensor([0.1, 0.01]),
+                                 SimpleNamespace(**{**vars(cfg), "is_clip": is_clip}))
+        grads.append(torch.cat([p.grad.flatten() for p in policy.parameters()]))
+    assert stats["mismatch"] == pytest.approx(0.3, abs=1e-5)
+    assert torch.equal(grads[0], grads[1])
+    assert not torch.allclose(grads[0], grads[2])
+
+
+def test_rollout_records_the_sampler_logprobs_on_sampled_tokens_only(tiny_checkpoint):
+    path, _ = tiny_checkpoint
+    cfg = SimpleNamespace(device="cpu", gradient_checkpointing=False)
+    tokenizer, policy, _ = load_policy_and_reference(path, path, cfg)
+    episodes = tiny_episodes(policy, tokenizer, sampler=Sampler(policy))
+    sampled = episodes.action_masks[:, :, 1:].any(0)
+    with torch.no_grad():
+        trainer = token_logprobs(policy, episodes.input_ids, episodes.attention_mask)
+    torch.testing.assert_close(episodes.sampler_logprobs[sampled], trainer[sampled], rtol=0, atol=1e-4)
+    assert (episodes.sampler_logprobs[~sampled] == 0).all()
+
+
+def test_generation_config_never_reaches_sampling_or_evaluation():
+    """A model whose generation_config asks for no_repeat_ngram_size, min_p, top_k, top_p and a
+    repetition penalty samples (same seed) and evaluates (greedy, through run_episodes) exactly as one
+    without them."""
+    model, tokenizer = build_tiny_model(seed=3)
+    shipped = copy.deepcopy(model)
+    shipped.generation_config.update(no_repeat_ngram_size=1, min_p=0.5, top_k=1, top_p=0.1, repetition_penalty=5.0,
+                                     do_sample=True, temperature=0.3)
+    prompts = random_prompts([5, 8, 3], vocab=100, seed=3)
+    outputs = []
+    for m in (model, shipped):
+        torch.manual_seed(0)
+        sampled = Sampler(m).sample(prompts, max_new_tokens=8, temperature=1.0, end_ids=[3], pad_id=0)
+        torch.manual_seed(0)
+        evaluated = run_episodes(m, tokenizer, get_task("arithmetic"),
+                                 load_problems("arithmetic", "test", limit=3, max_operand=4), samples_per_problem=1,
+                                 temperature=0.0, max_new_tokens=6)
+        outputs.append((sampled, evaluated.input_ids.tolist()))
+    assert outputs[0] == outputs[1]
+    # The control: generate() itself would obey that config (greedy with no_repeat_ngram_size=1 here).
+    ids = torch.tensor([prompts[1]])
+    plain = model.generate(ids, do_sample=False, max_new_tokens=8, pad_token_id=0)
+    obeyed = shipped.generate(ids, do_sample=False, max_new_tokens=8, pad_token_id=0)
+    assert plain.tolist() != obeyed.tolist()
+
+
+def test_decode_attention_equals_stock_sdpa():
+    """Grouped-query attention without K/V copies gives the stock attention's output, padding mask and
+    all; a multi-token query (prefill) goes to the stock function itself."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    g = torch.Generator().manual_seed(0)
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True, training=False)
+    B, n_heads, n_kv, L, D = 2, 6, 2, 9, 8
+    key, value = torch.randn(B, n_kv, L, D, generator=g), torch.randn(B, n_kv, L, D, generator=g)
+    mask = torch.ones(B, 1, 1, L, dtype=torch.bool)
+    mask[0, ..., :3] = False  # a left-padded row
+    query = torch.randn(B, n_heads, 1, D, generator=g)
+    ours, _ = decode_attention(module, query, key, value, mask, scaling=D ** -0.5)
+    stock, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=D ** -0.5)
+    assert ours.shape == stock.shape == (B, 1, n_heads, D)
+    torch.testing.assert_close(ours, stock)
+    # the control: ignoring the mask changes the padded row
+    unmasked, _ = decode_attention(module, query, key, value, None, scaling=D ** -0.5)
+    assert not torch.allclose(unmasked[0], stock[0])
+
+
+@pytest.mark.slow
+def test_compiled_decoding_gives_the_eager_tokens():
+    """compile=True on a CPU: torch.compile (inductor, no CUDA graphs) and decode_attention. ~40 s to compile."""
+    model = gqa_model(seed=4)
+    prompts = random_prompts([3, 9, 5], seed=4)
+    eager, _, lp_eager = Sampler(model).sample(prompts, max_new_tokens=10, temperature=0, end_ids=[7], pad_id=0)
+    compiled = Sampler(model, compile=True)
+    for _ in range(2):  # the second call reuses the cache and the compiled graph
+        tokens, _, lp = compiled.sample(prompts, max_new_tokens=10, temperature=0, end_ids=[7], pad_id=0)
+        assert tokens == eager
+        torch.testing.assert_close(torch.tensor(sum(lp, [])), torch.tensor(sum(lp_eager, [])), rtol=0, atol=1e-4)
