@@ -328,16 +328,19 @@ def parse_config(cls, presets, argv=None):
     then explicit flags. Every field becomes --field (booleans take true/false)."""
     docs, parser = _field_docs(cls), argparse.ArgumentParser(description=(sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(presets), help="a named set of overrides, e.g. tiny for the CPU tutorial")
+    not_given = object()
     for f in dataclasses.fields(cls):
-        # `float | None = None` is an explicit "unset" (e.g. lr: Table 5's value for the task), so
-        # that 0 stays a value a user can set; the flag parses as the non-None type.
         kind = next((t for t in typing.get_args(f.type) if t is not type(None)), f.type)
         kind = {bool: lambda s: s.lower() in ("1", "true", "yes")}.get(kind, kind)
+        if type(None) in typing.get_args(f.type):
+            # `float | None = None` is an explicit "unset" (lr: Table 5's value for the task), so 0 stays
+            # a value a user can set; `--lr none` asks for the unset value over a preset's.
+            kind = (lambda parse: lambda s: None if s.lower() == "none" else parse(s))(kind)
         help_text = f"{docs.get(f.name, '')} (default: {f.default})".replace("%", "%%")  # argparse %-formats help
-        parser.add_argument(f"--{f.name}", type=kind, default=None, help=help_text)
+        parser.add_argument(f"--{f.name}", type=kind, default=not_given, help=help_text)
     args = vars(parser.parse_args(argv))
-    values = dict(presets.get(args.pop("preset"), {}) if args.get("preset") else {})
-    values.update({k: v for k, v in args.items() if v is not None})
+    values = dict(presets.get(args.pop("preset") or "", {}))
+    values.update({k: v for k, v in args.items() if v is not not_given})
     return cls(**values)
 
 

@@ -90,8 +90,8 @@ def test_scripts_run_the_code_task_on_the_tiny_model(tmp_path):
     mbpp, he, out = write_jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS), write_jsonl(tmp_path / "he.jsonl", HUMANEVAL_ROWS), str(tmp_path / "out")
     common = ["--preset", "tiny", "--out_dir", out, "--steps", "1", "--problems_per_step", "2",
               "--samples_per_problem", "2", "--max_new_tokens", "8"]
-    # 0 asks for Table 5's value for the task (the tiny preset sets its own lr and beta2).
-    stage1 = run("stage1.py", *common, "--task", "code", "--train_data", mbpp, "--lr", "0", "--beta2", "0")
+    # none asks for Table 5's value for the task (the tiny preset sets its own lr and beta2).
+    stage1 = run("stage1.py", *common, "--task", "code", "--train_data", mbpp, "--lr", "none", "--beta2", "none")
     assert stage1.returncode == 0, stage1.stderr[-3000:]
     config = json.load(open(os.path.join(out, "stage1", "score_config.json")))
     assert config["task"] == "code" and config["beta2"] == 0.25 and config["lr"] == 1e-5  # MBPP's column
