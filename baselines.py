@@ -37,9 +37,10 @@ from dataclasses import dataclass
 
 import torch
 
-from model import (UsageError, all_gather, append_jsonl, autocast, chat_prompt_ids, end_of_turn_ids, find_checkpoint,
-                   init_distributed, load_model, load_tokenizer, main_process_first, parse_config, read_run_config,
-                   require_device, save_checkpoint, token_logprobs, turn_end_id, turn_glue_ids)
+from model import (autocast, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs,
+                   turn_end_id, turn_glue_ids)
+from plumbing import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, main_process_first,
+                      parse_config, read_run_config, require_device, save_checkpoint)
 from rollout import run_episodes
 from tasks import get_task, load_problems
 

@@ -88,7 +88,8 @@ from torch.utils._pytree import tree_leaves
 
 import stage1
 from engine import Sampler
-from model import UsageError, autocast, load_model, parse_config, require_device, token_logprobs
+from model import autocast, load_model, token_logprobs
+from plumbing import UsageError, parse_config, require_device
 from rollout import Episodes
 
 

@@ -56,8 +56,10 @@ from dataclasses import dataclass
 
 import torch
 
-from model import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, load_model, load_tokenizer,
-                   parse_config, read_run_config, require_device, world)
+from model import load_model, load_tokenizer
+
+from plumbing import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, parse_config,
+                      read_run_config, require_device, world)
 from rollout import run_episodes
 from tasks import SMOL_MIX, get_task, load_problems, read_jsonl
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from engine import Sampler
-from model import UsageError, chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
+from model import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
+from plumbing import UsageError
 
 MATH_PROMPT = (
     "You are a math expert. When you respond, respond only with the Solution of the final Problem, thinking "

@@ -55,11 +55,11 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from model import (UsageError, all_gather, append_jsonl, autocast, average_gradients, barrier, build_tiny_model,
-                   chat_prompt_ids, end_of_turn_ids, find_checkpoint, init_distributed,
-                   keep_log_until, load_model, load_tokenizer, load_training_state, main_process_first, parse_config,
-                   read_run_config, require_device, rng_states, save_checkpoint, set_rng_states, token_logprobs,
-                   turn_end_id, turn_glue_ids, world)
+from model import (autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer,
+                   token_logprobs, turn_end_id, turn_glue_ids)
+from plumbing import (UsageError, all_gather, append_jsonl, average_gradients, barrier, find_checkpoint,
+                      init_distributed, keep_log_until, load_training_state, main_process_first, parse_config,
+                      read_run_config, require_device, rng_states, save_checkpoint, set_rng_states, world)
 from engine import Sampler
 from evaluate import self_correction_metrics
 from rollout import run_episodes
@@ -231,7 +231,7 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
         loss = policy_gradient_loss(logp, masks, advantages, n, weights)
         loss.backward()
         loss_sum += loss.item()
-    average_gradients(policy)  # several processes (torchrun): the mean gradient of the whole batch (model.py)
+    average_gradients(policy)  # several processes (torchrun): the mean gradient of the whole batch (plumbing.py)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from model import (UsageError, all_gather, find_checkpoint, init_distributed, keep_log_until, load_training_state,
-                   main_process_first, parse_config, read_run_config, rng_states, save_checkpoint, set_rng_states)
+from plumbing import (UsageError, all_gather, find_checkpoint, init_distributed, keep_log_until, load_training_state,
+                      main_process_first, parse_config, read_run_config, rng_states, save_checkpoint, set_rng_states)
 from rollout import run_episodes
 from engine import Sampler
 from stage1 import check_config, load_policy_and_reference, log_step, make_optimizer, reinforce_update

@@ -76,7 +76,7 @@ def test_mbpp_prompt_is_three_shot_with_the_tasks_tests(tmp_path):
 
 
 def test_malformed_code_rows_are_named(tmp_path):
-    from model import UsageError
+    from plumbing import UsageError
     with pytest.raises(UsageError, match="an MBPP row needs"):
         load_problems("code", "train", write_jsonl(tmp_path / "bad.jsonl", [{"task_id": 1}]))
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from engine import Sampler, decode_attention
-from model import build_tiny_model, save_checkpoint, token_logprobs
+from model import build_tiny_model, token_logprobs
+from plumbing import save_checkpoint
 from rollout import run_episodes
 from stage1 import load_policy_and_reference, reinforce_update, truncated_importance_weights
 from tasks import get_task, load_problems

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from engine import Sampler
-from model import (UsageError, build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer,
-                   save_checkpoint, find_checkpoint, token_logprobs, turn_glue_ids)
+from model import (build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs,
+                   turn_glue_ids)
+from plumbing import UsageError, save_checkpoint, find_checkpoint
 
 
 @pytest.fixture(scope="module")

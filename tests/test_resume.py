@@ -9,10 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import model as model_lib
+import plumbing
 import stage1
 import stage2
-from model import build_tiny_model, save_checkpoint
+from model import build_tiny_model
+from plumbing import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +83,14 @@ def test_a_crash_during_a_save_leaves_a_resumable_checkpoint(base, tmp_path, mon
         real_save(obj, f, *args, **kwargs)
         raise KeyboardInterrupt("killed during save")
     with monkeypatch.context() as m:
-        m.setattr(model_lib.torch, "save", save_then_die)
+        m.setattr(torch, "save", save_then_die)
         with pytest.raises(KeyboardInterrupt):
             stage1.main(stage1_config(base, out, steps=4, resume=True))
     # The half-written save sits in stage1.tmp; stage1 itself is still the step-2 checkpoint.
     assert os.path.isdir(os.path.join(out, "stage1.tmp"))
     assert all(torch.equal(before[k], v) for k, v in weights(os.path.join(out, "stage1")).items())
     stage1.main(stage1_config(base, out, steps=4, resume=True))
-    assert model_lib.read_run_config(os.path.join(out, "stage1"))["step"] == 4
+    assert plumbing.read_run_config(os.path.join(out, "stage1"))["step"] == 4
     assert logged_steps(os.path.join(out, "logs", "stage1.jsonl")) == [1, 2, 3, 4]
 
 
@@ -111,11 +112,11 @@ def test_stage2_resume_restores_weights_and_the_best_checkpoint_window(base, tmp
     for folder in ("stage2_last", "stage2"):
         a, b = weights(os.path.join(runs["whole"], folder)), weights(os.path.join(runs["broken"], folder))
         assert all(torch.equal(a[k], b[k]) for k in a), folder
-    best = [model_lib.read_run_config(os.path.join(runs[n], "stage2"))["train_reward"] for n in runs]
+    best = [plumbing.read_run_config(os.path.join(runs[n], "stage2"))["train_reward"] for n in runs]
     assert best[0] == best[1]
     assert logged_steps(os.path.join(runs["broken"], "logs", "stage2.jsonl")) == [1, 2, 3, 4, 5]
 
 
 def test_resume_without_a_checkpoint_is_a_one_line_error(base, tmp_path):
-    with pytest.raises(model_lib.UsageError, match="nothing to resume"):
+    with pytest.raises(plumbing.UsageError, match="nothing to resume"):
         stage1.main(stage1_config(base, str(tmp_path / "empty"), resume=True))

@@ -56,7 +56,7 @@ def test_attempts_follow_each_other_in_order(episodes):
 
 
 def test_prompt_longer_than_context_is_a_clear_error():
-    from model import UsageError
+    from plumbing import UsageError
     model, tokenizer = build_tiny_model(seed=0)
     problems = load_problems("arithmetic", "train", limit=1)
     with pytest.raises(UsageError, match="positions but the model has"):

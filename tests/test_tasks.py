@@ -7,7 +7,7 @@ import json
 import pytest
 
 import tasks
-from model import UsageError
+from plumbing import UsageError
 
 
 class FakeResponse(io.BytesIO):

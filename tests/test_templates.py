@@ -13,8 +13,9 @@ import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from model import (CHAT_DATE, UsageError, build_tiny_model, chat_prompt_ids, check_chat_template, end_of_turn_ids,
-                   render_chat, turn_end_id, turn_glue_ids)
+from model import (CHAT_DATE, build_tiny_model, chat_prompt_ids, check_chat_template, end_of_turn_ids, render_chat,
+                   turn_end_id, turn_glue_ids)
+from plumbing import UsageError
 
 CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 LLAMA3 = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
