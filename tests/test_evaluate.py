@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from evaluate import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
-                      results_table, self_correction_metrics, turn_flows)
+from analysis import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
+                      results_table)
+from evaluate import self_correction_metrics, turn_flows
 from reward import is_equiv
 
 
@@ -36,7 +37,7 @@ def test_n_turn_flows_sum_to_the_accuracy_change():
 @pytest.mark.parametrize("a, b, distance", [("", "", 0), ("abc", "abc", 0), ("abc", "", 3), ("kitten", "sitting", 5),
                                             ("abc", "abd", 2), ("ab", "ba", 2), ("x" * 100, "y" * 100, 200)])
 def test_edit_distance_on_known_strings(a, b, distance):
-    # insert/delete distance: a substitution costs 2 (delete + insert), see evaluate.edit_distance
+    # insert/delete distance: a substitution costs 2 (delete + insert), see analysis.edit_distance
     assert edit_distance(a, b) == edit_distance(b, a) == distance
 
 

@@ -1,0 +1,251 @@
+"""
+The paper's analyses beyond its Table 2, on recorded results (no model here): evaluate.py runs the
+models and calls these. A file of its own because none of it samples or trains: it is pure functions
+on lists of answers and metrics files, tested on known strings and numbers (tests/test_evaluate.py).
+
+    edit_distance_ratio, ratio_histogram     does the model change its answer at all? (PAPER.md, Metrics)
+    majority_vote, compute_budget_curve      inference-time compute: K parallel vs K/2 x 2 sequential
+    results_table, plot_results              several runs side by side in the paper's format
+    plot_training_curves                     reward per attempt over training, from the runs' logs
+"""
+
+import glob
+import json
+import os
+import re
+
+from plumbing import UsageError
+from tasks import read_jsonl
+
+
+# ----------------------------------------------------------------------------- the paper's table
+
+def format_row(name, m):
+    """One row of the paper's table, in percent."""
+    return (f"| {name} | {100 * m['acc_t1']:.1f} | {100 * m['acc_t2']:.1f} | {100 * m['delta']:+.1f} | "
+            f"{100 * m['delta_i2c']:.1f} | {100 * m['delta_c2i']:.1f} |")
+
+
+TABLE_HEADER = "| method | Acc@t1 | Acc@t2 | delta | delta i->c | delta c->i |\n|---|---|---|---|---|---|"
+
+
+# ----------------------------------------------------------------------------- edit distance
+
+def edit_distance(a, b):
+    """Insert/delete edit distance (a substitution costs 2) = len(a) + len(b) - 2 * LCS(a, b).
+
+    The naive version is the O(len(a) * len(b)) table of the longest common subsequence:
+        row = [0] * (len(a) + 1)
+        for cb in b:
+            prev, row = row, [0]
+            for i, ca in enumerate(a):
+                row.append(prev[i] + 1 if ca == cb else max(prev[i + 1], row[i]))
+        lcs = row[-1]
+    Here the same LCS comes from the bit-parallel algorithm (Allison & Dix 1986; Hyyro 2004): one
+    Python integer holds a whole column of that table as bits, so a 2,000-character solution costs
+    2,000 big-integer operations instead of 4 million Python steps."""
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return len(a)
+    match = {}  # character -> bit mask of its positions in a
+    for i, ch in enumerate(a):
+        match[ch] = match.get(ch, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full  # zero bits will mark the positions of a that the LCS uses
+    for ch in b:
+        u = v & match.get(ch, 0)
+        v = ((v + u) | (v - u)) & full
+    lcs = len(a) - bin(v).count("1")
+    return len(a) + len(b) - 2 * lcs
+
+
+def edit_distance_ratio(a, b):
+    """Edit distance over summed lengths (PAPER.md, Metrics): 0 for a copy, 1 for nothing in common."""
+    return edit_distance(a, b) / (len(a) + len(b)) if a or b else 0.0
+
+
+def ratio_histogram(ratios, bins=10):
+    """Counts of ratios in [0, 0.1), [0.1, 0.2), ..., [0.9, 1.0]; plus the share of exact copies."""
+    counts = [0] * bins
+    for r in ratios:
+        counts[min(int(r * bins), bins - 1)] += 1
+    return {"bins": [i / bins for i in range(bins + 1)], "counts": counts,
+            "mean": sum(ratios) / len(ratios), "unchanged": sum(r == 0 for r in ratios) / len(ratios)}
+
+
+def print_histogram(hist):
+    width = max(hist["counts"]) or 1
+    print(f"edit-distance ratio y1 -> y2 (0: unchanged): mean {hist['mean']:.3f}, "
+          f"{100 * hist['unchanged']:.1f} % unchanged")
+    for lo, hi, c in zip(hist["bins"], hist["bins"][1:], hist["counts"]):
+        print(f"  {lo:.1f}-{hi:.1f} {c:5d} {'#' * round(40 * c / width)}")
+
+
+# ----------------------------------------------------------------------------- inference-time compute
+
+_INTEGER = re.compile(r"(?<!\d)-?\d+(?:,\d{3})*(?!\d)")  # reward.arithmetic_reward's integers
+
+
+def final_answer(task_name, response):
+    """The answer a majority vote counts: the MATH final answer, or the last integer for arithmetic."""
+    if task_name == "math":
+        from reward import extract_answer
+        return extract_answer(response)
+    if task_name == "arithmetic":
+        integers = _INTEGER.findall(response)
+        return str(int(integers[-1].replace(",", ""))) if integers else None
+    raise UsageError(f"a majority vote needs final answers to compare, and {task_name!r} has none (two programs "
+                     f"are not 'the same answer' by string); --budgets supports math and arithmetic")
+
+
+def answer_equiv(task_name):
+    """How two final answers are grouped: reward.is_equiv for MATH, equal integers for arithmetic."""
+    if task_name == "math":
+        from reward import is_equiv
+        return is_equiv
+    return lambda a, b: a == b
+
+
+def majority_vote(answers, equiv):
+    """The most common answer, grouping answers that equiv() says are the same (None = no answer,
+    not counted). Each group is named by its first member; a tie goes to the group seen first."""
+    groups = []  # [representative, count]
+    for a in answers:
+        if a is None:
+            continue
+        for g in groups:
+            if equiv(a, g[0]):
+                g[1] += 1
+                break
+        else:
+            groups.append([a, 1])
+    return max(groups, key=lambda g: g[1])[0] if groups else None
+
+
+def vote_is_correct(samples, equiv):
+    """samples: [(answer, correct)]. The vote's answer scored as the task's reward scored the sample
+    that carries it (its group's first member), so no second verifier is needed."""
+    winner = majority_vote([a for a, _ in samples], equiv)
+    return winner is not None and next(c for a, c in samples if a == winner)
+
+
+def compute_budget_curve(parallel, sequential, budgets, equiv):
+    """Majority-vote accuracy at equal generation budgets K (PAPER.md, inference-time compute).
+
+    parallel:   per problem, >= K (answer, correct) pairs of independent attempt-1 samples
+    sequential: per problem, >= K/2 episodes, each ((answer1, correct1), (answer2, correct2))
+    For each K: parallel votes over the first K samples (K generations); sequential takes the first
+    K/2 episodes (K/2 + K/2 = K generations) and votes over their K/2 final answers ("sequential"),
+    or over all K of their answers ("sequential_all")."""
+    n = len(parallel)
+    single = sum(c for samples in parallel for _, c in samples) / sum(len(s) for s in parallel)
+    curve = []
+    for k in budgets:
+        if k < 2 or k % 2 or any(len(p) < k for p in parallel) or any(len(s) < k // 2 for s in sequential):
+            raise ValueError(f"budget {k}: need an even K >= 2 and K samples / K/2 episodes per problem")
+        par = sum(vote_is_correct(p[:k], equiv) for p in parallel) / n
+        seq = sum(vote_is_correct([e[1] for e in s[:k // 2]], equiv) for s in sequential) / n
+        seq_all = sum(vote_is_correct([x for e in s[:k // 2] for x in e], equiv) for s in sequential) / n
+        curve.append({"budget": k, "generations_parallel": k, "generations_sequential": 2 * (k // 2),
+                      "parallel": par, "sequential": seq, "sequential_all": seq_all,
+                      "gain_parallel": par - single, "gain_sequential": seq - single})
+    return {"single_sample": single, "curve": curve}
+
+
+# ----------------------------------------------------------------------------- the results table
+
+def expand_paths(spec):
+    """'a.json,out/eval/*.metrics.json' -> the files, globs expanded in sorted order."""
+    paths = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        matches = sorted(glob.glob(part))
+        if not matches:
+            raise UsageError(f"--table: no file matches {part!r}")
+        paths += matches
+    return paths
+
+
+def results_table(paths):
+    """Several evaluated runs side by side in the paper's format, as Markdown. Runs named NAME_seedN
+    become one row, NAME, with the mean and the spread (min to max) over the seeds."""
+    runs, notes = {}, []
+    for path in paths:
+        with open(path) as f:
+            m = json.load(f)
+        runs.setdefault(re.sub(r"_seed\d+$", "", m["name"]), []).append(m)
+        extra = f", repair rate {100 * m['repair_rate']:.1f} %" if "repair_rate" in m else ""
+        if "edit_ratio" in m:
+            extra += f", y1 unchanged in {100 * m['edit_ratio']['unchanged']:.1f} %"
+        notes.append(f"- {m['name']}: {m.get('task', '?')}, {m.get('n', '?')} problems{extra} ({path})")
+    rows = [format_row(name, ms[0]) if len(ms) == 1 else format_seed_row(name, ms) for name, ms in runs.items()]
+    return "\n".join([TABLE_HEADER, *rows, "", *notes])
+
+
+def format_seed_row(name, runs):
+    """One row for several seeds: mean [min, max] of each metric, in percent."""
+    cells = []
+    for key in ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i"):
+        values = [100 * m[key] for m in runs]
+        sign = "+" if key == "delta" else ""
+        cells.append(f"{sum(values) / len(values):{sign}.1f} [{min(values):{sign}.1f}, {max(values):{sign}.1f}]")
+    return f"| {name} ({len(runs)} seeds) | " + " | ".join(cells) + " |"
+
+
+def plot_training_curves(run_dirs, image_path, smooth=10):
+    """Reward per attempt over the steps of Stage I then Stage II, one line per run and attempt, from
+    the runs' logs/stage{1,2}.jsonl (a moving average over `smooth` steps). Needs matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for run_dir in run_dirs:
+        offset = 0
+        for stage in ("stage1", "stage2"):
+            path = os.path.join(run_dir, "logs", f"{stage}.jsonl")
+            if not os.path.isfile(path):
+                continue
+            records = read_jsonl(path)
+            for t, style in ((1, "--"), (2, "-")):
+                ys = [r[f"reward_t{t}"] for r in records if f"reward_t{t}" in r]
+                ys = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1]) for i in range(len(ys))]
+                ax.plot([offset + r["step"] for r in records][:len(ys)], ys, style,
+                        label=f"{os.path.basename(os.path.normpath(run_dir))} {stage} attempt {t}")
+            offset += records[-1]["step"] if records else 0
+    ax.set_xlabel("step (Stage I, then Stage II)")
+    ax.set_ylabel(f"training reward (mean of {smooth} steps)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(image_path)
+    return image_path
+
+
+def plot_results(paths, image_path):
+    """Accuracy bars per run and the edit-distance histograms, if matplotlib is installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    runs = [json.load(open(p)) for p in paths]
+    fig, (bars, hists) = plt.subplots(1, 2, figsize=(11, 4))
+    keys = ["acc_t1", "acc_t2", "delta_i2c", "delta_c2i"]
+    for j, key in enumerate(keys):
+        bars.bar([i + 0.2 * j for i in range(len(runs))], [100 * r[key] for r in runs], width=0.2, label=key)
+    bars.set_xticks([i + 0.3 for i in range(len(runs))], [r["name"] for r in runs])
+    bars.set_ylabel("% of problems")
+    bars.legend()
+    for r in runs:
+        if "edit_ratio" in r:
+            h = r["edit_ratio"]
+            hists.stairs([c / max(1, sum(h["counts"])) for c in h["counts"]], h["bins"], label=r["name"])
+    hists.set_xlabel("edit-distance ratio, y1 -> y2")
+    hists.set_ylabel("fraction of problems")
+    hists.legend()
+    fig.tight_layout()
+    fig.savefig(image_path)
+    return image_path
