@@ -117,9 +117,9 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
         input_ids[i, :len(row)] = torch.tensor(row)
         attention_mask[i, :len(row)] = 1
         for turn in range(n_turns):
-            start, end = spans[turn][i]
-            action_masks[turn, i, start:end] = True
-            sampler_logprobs[i, start - 1:end - 1] = torch.tensor(sampler_logps[turn][i])  # token j at j - 1
+            first, stop = spans[turn][i]
+            action_masks[turn, i, first:stop] = True
+            sampler_logprobs[i, first - 1:stop - 1] = torch.tensor(sampler_logps[turn][i])  # token j at j - 1
 
     rewards = torch.tensor([task.score(responses[t], problems_k) for t in range(n_turns)], dtype=torch.float)
     return Episodes(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
