@@ -122,9 +122,9 @@ class Config:
 
 PRESETS = {
     # The CPU tutorial: a tiny model built in-process, 25 memorisable sums (see the docstring, 5.).
-    "tiny": dict(model="tiny", task="arithmetic", max_operand=4, out_dir="out/tiny", steps=100,
+    "tiny": dict(model="tiny", task="arithmetic", max_operand=4, out_dir="out/tiny", steps=60,
                  problems_per_step=16, samples_per_problem=4, micro_batch=64, lr=1e-3, beta2=1.0, max_new_tokens=4,
-                 gradient_checkpointing=False, device="cpu", sample_every=20, save_every=100),
+                 gradient_checkpointing=False, device="cpu", sample_every=20, save_every=60),
     # A real instruct model in minutes on one GPU (see the docstring, 6.): SmolLM2-135M on a mix of
     # two-digit addition and one-digit multiplication, where it is right about half the time.
     "smol": dict(model="HuggingFaceTB/SmolLM2-135M-Instruct", task="arithmetic", mix=SMOL_MIX, out_dir="out/smol",
@@ -334,14 +334,22 @@ def warm_up_tiny_base(model, tokenizer, task, problems, steps=200, p_correct=0.5
     end = turn_end_id(tokenizer)  # the template's end of turn, as rollout.py closes attempts
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
 
+    token_cache = {}  # 25 distinct problems and a few dozen answers: tokenize each once, not every step
+
+    def tokens(key, make):
+        if key not in token_cache:
+            token_cache[key] = make()
+        return token_cache[key]
+
     def answer_ids(p):
         value = p.answer if rng.random() < p_correct else str(int(p.answer) + rng.choice([-2, -1, 1, 2, 3]))
-        return tokenizer(value, add_special_tokens=False).input_ids + [end]
+        return tokens(("answer", value), lambda: tokenizer(value, add_special_tokens=False).input_ids + [end])
 
     for _ in range(steps):
         rows, masks = [], []
         for p in rng.sample(problems, min(32, len(problems))):
-            prompt, y1, y2 = chat_prompt_ids(tokenizer, task.first_prompt(p)), answer_ids(p), answer_ids(p)
+            prompt = tokens(("prompt", p.id), lambda: chat_prompt_ids(tokenizer, task.first_prompt(p)))
+            y1, y2 = answer_ids(p), answer_ids(p)
             rows.append(prompt + y1 + glue + y2)
             masks.append([0] * len(prompt) + [1] * len(y1) + [0] * len(glue) + [1] * len(y2))
         width = max(map(len, rows))

@@ -101,7 +101,7 @@ class Config:
     """continue from {out_dir}/stage2_last: weights, Adam state, RNG states, step, best training reward so far"""
 
 
-PRESETS = {"tiny": dict(out_dir="out/tiny", steps=100, problems_per_step=16, samples_per_problem=4, micro_batch=64,
+PRESETS = {"tiny": dict(out_dir="out/tiny", steps=70, problems_per_step=16, samples_per_problem=4, micro_batch=64,
                         lr=1e-3, max_new_tokens=4, gradient_checkpointing=False, device="cpu", sample_every=20,
                         save_every=20),
            "smol": dict(out_dir="out/smol", steps=200, problems_per_step=32, samples_per_problem=4, micro_batch=128,
