@@ -7,7 +7,7 @@ crashes and spread over GPUs.
 
     parse_config                      a @dataclass of settings <- defaults, --preset, explicit flags
     save_checkpoint / find_checkpoint atomic save_pretrained folders (+ training_state.pt to resume)
-    load_training_state, rng_states   what --resume true restores
+    training_state / load_training_state / restore_training_state   what --resume true saves and restores
     init_distributed, all_gather, average_gradients   torchrun; without it, no-ops
 """
 
@@ -105,6 +105,26 @@ def load_training_state(path):
     if not os.path.isfile(file):
         raise UsageError(f"{path} has weights but no training state to resume from; run without --resume")
     return torch.load(file, map_location="cpu", weights_only=False)  # our own file: RNG states are Python objects
+
+
+def training_state(step, optimizer, rng, device, **extra):
+    """What a resumable checkpoint holds besides the weights: the step, Adam's state and every process's
+    RNG states (gathered: under torchrun each rank samples with its own). Call it on every rank."""
+    return {"step": step, "optimizer": optimizer.state_dict(), "rng": all_gather(rng_states(rng, device)), **extra}
+
+
+def restore_training_state(state, optimizer, rng, device, log_paths):
+    """--resume true: put back Adam's state and this process's RNG states, and drop the log lines a
+    crashed run wrote after its checkpoint (so each step is logged once). Returns the step to go on after."""
+    rank, size = world()
+    if len(state["rng"]) != size:
+        raise UsageError(f"the checkpoint was written by {len(state['rng'])} processes; resume with as many")
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_states(rng, state["rng"][rank], device)
+    if rank == 0:
+        for path in log_paths:
+            keep_log_until(path, state["step"])
+    return state["step"]
 
 
 def rng_states(rng, device):

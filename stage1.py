@@ -58,8 +58,8 @@ from tqdm import tqdm
 from model import (autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer,
                    token_logprobs, turn_end_id, turn_glue_ids)
 from plumbing import (UsageError, all_gather, append_jsonl, average_gradients, barrier, find_checkpoint,
-                      init_distributed, keep_log_until, load_training_state, main_process_first, parse_config,
-                      read_run_config, require_device, rng_states, save_checkpoint, set_rng_states, world)
+                      init_distributed, load_training_state, main_process_first, parse_config, read_run_config,
+                      require_device, restore_training_state, save_checkpoint, training_state, world)
 from engine import Sampler
 from evaluate import self_correction_metrics
 from rollout import run_episodes
@@ -401,14 +401,7 @@ def main(cfg):
     sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (engine.py)
     start = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if len(state["rng"]) != world_size:
-            raise UsageError(f"the checkpoint was written by {len(state['rng'])} processes; resume with as many")
-        set_rng_states(rng, state["rng"][rank], cfg.device)
-        start = state["step"]
-        if rank == 0:
-            keep_log_until(log_path, start)
-            keep_log_until(samples_path, start)
+        start = restore_training_state(state, optimizer, rng, cfg.device, [log_path, samples_path])
     # Eq. 3's KL weights: beta2 pins attempt 1 to pi_ref, attempt 2 keeps the default beta1.
     kl_coefs = torch.tensor([cfg.beta2, cfg.beta1], device=cfg.device)
     run_config = {**dataclasses.asdict(cfg), "stage": 1, "base_model": cfg.model, "world_size": world_size}
@@ -430,10 +423,9 @@ def main(cfg):
                  cfg.sample_every, shard)
         # 8. checkpoint, resumable: weights with the optimizer, every rank's RNG states and the step
         if step % cfg.save_every == 0 or step == cfg.steps:
-            rngs = all_gather(rng_states(rng, cfg.device))
+            state = training_state(step, optimizer, rng, cfg.device)  # every rank's RNG states, gathered
             if rank == 0:
-                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, ckpt,
-                                {"step": step, "optimizer": optimizer.state_dict(), "rng": rngs})
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, ckpt, state)
     if rank == 0:
         print(f"saved {ckpt}")
 

@@ -41,8 +41,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from plumbing import (UsageError, all_gather, find_checkpoint, init_distributed, keep_log_until, load_training_state,
-                      main_process_first, parse_config, read_run_config, rng_states, save_checkpoint, set_rng_states)
+from plumbing import (UsageError, all_gather, find_checkpoint, init_distributed, load_training_state,
+                      main_process_first, parse_config, read_run_config, restore_training_state, save_checkpoint,
+                      training_state)
 from rollout import run_episodes
 from engine import Sampler
 from stage1 import check_config, load_policy_and_reference, log_step, make_optimizer, reinforce_update
@@ -147,15 +148,8 @@ def main(cfg):
     sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (engine.py)
     start, window, best = 0, [], float("-inf")
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if len(state["rng"]) != world_size:
-            raise UsageError(f"the checkpoint was written by {len(state['rng'])} processes; resume with as many")
-        set_rng_states(rng, state["rng"][rank], cfg.device)
-        # The best-checkpoint window restarts at every save, so the best score is all it needs back.
-        start, best = state["step"], state["best"]
-        if rank == 0:
-            keep_log_until(log_path, start)
-            keep_log_until(samples_path, start)
+        start = restore_training_state(state, optimizer, rng, cfg.device, [log_path, samples_path])
+        best = state["best"]  # the best-checkpoint window restarts at every save: the best score is all it needs
     n_turns = 1 if cfg.single_turn else 2
     kl_coefs = torch.tensor([cfg.beta1] * n_turns, device=cfg.device)  # Eq. 4: beta1 on both turns
     run_config = {**dataclasses.asdict(cfg), "stage": 2, "base_model": base_model, "init": init,  # resolved last
@@ -186,14 +180,13 @@ def main(cfg):
         window.append(sum(all_gather(episodes.rewards.sum(0).mean().item())) / world_size)
         if step % cfg.save_every == 0 or step == cfg.steps:
             score, window = sum(window) / len(window), []
-            rngs = all_gather(rng_states(rng, cfg.device))
             if rank == 0 and score > best:
                 save_checkpoint(policy, tokenizer, {**run_config, "step": step, "train_reward": score}, ckpt)
                 print(f"step {step}: training reward r1 + r2 = {score:.3f}, best so far: saved")
             best = max(best, score)
+            state = training_state(step, optimizer, rng, cfg.device, best=best)  # every rank's RNG states
             if rank == 0:
-                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, last,
-                                {"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "best": best})
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, last, state)
     if rank == 0:
         print(f"saved {ckpt} (training reward {best:.3f})")
 
