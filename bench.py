@@ -112,7 +112,7 @@ class Config:
     instruction_tokens: int = 80
     """glue between attempts: chat-template tokens + the instruction p (MATH's p: ~60 words, estimated ~80 tokens)"""
     gen_batch: int = 64
-    """rows per generate call: model.sample's batch_size (rollout.run_episodes passes 64)"""
+    """rows per decoding batch: Sampler.sample's batch_size (rollout.run_episodes passes 64)"""
     micro_batch: int = 16
     """episodes per forward/backward in the update (stage1.py's --micro_batch)"""
     chunk_tokens: int = 1024
