@@ -83,7 +83,8 @@ def load_problems(task, split, path="", limit=0, seed=0, max_operand=9, mix=""):
 
 
 # --preset smol's problems: two-digit addition and one-digit multiplication, half and half.
-# SmolLM2-135M-Instruct is right on 47.5 % of them at attempt 1 and 43.5 % at attempt 2 (greedy, README).
+# SmolLM2-135M-Instruct (GGUF, greedy) is right on 45.2 % of 500 test problems at attempt 1 and 42.4 %
+# at attempt 2, fixing none and breaking 2.8 % (README, "A real model in minutes").
 SMOL_MIX = "+:99:99,*:9:9"
 
 ARITHMETIC_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
