@@ -10,11 +10,16 @@ hand-labelled pairs in tests/math_equiv_cases.jsonl (tests/test_reward_math.py).
     math_reward(response, gold)        1.0 / 0.0 for a MATH solution; never raises
     arithmetic_reward(response, gold)  1.0 / 0.0 for the synthetic arithmetic task
 
-Where the answer is (extract_answer): after the last "final answer is" (or "Final Answer:"): a
-$X$ or \\[X\\] span, or up to where the response runs on (a new sentence, a chat template's next
-turn, ", because ..."), markdown ** dropped;
-or the last \\boxed{}, together with the boxes just before it that only glue separates
-(`\\boxed{1} and \\boxed{2}` is the list 1, 2). "The answer is 5" alone is not an answer.
+Where the answer is (extract_answer): after the last marker (_ANSWER_MARKER): "final answer is",
+"Final Answer:", "The answer is:" (MetaMath, WizardMath; without the colon it is prose), "# Answer"
+on a line of its own with the answer below (PRM800K), or "#### N" (GSM8K; a line with only a
+number, so a markdown heading "#### 3. Solve" is not one); then a $X$ or \\[X\\] span, or up to
+where the response runs on (a new sentence, a chat template's next turn, ", because ..."),
+markdown ** dropped; a sentence ("The volume of the cube is 216 cubic inches.") answers with the
+value its verb states, only if that is its one number or math span, a unit at most follows it
+and nothing negates it; or the last \\boxed{}, together with the boxes just before it that only glue
+separates (`\\boxed{1} and \\boxed{2}` is the list 1, 2). A box after the marker wins. "The answer is
+5" alone is not an answer.
 
 How is_equiv decides, cheapest step first:
 1. normalize both strings with the rules in _NORMALIZE_RULES (units, \\left, spacing, ...); `;`
@@ -24,6 +29,9 @@ How is_equiv decides, cheapest step first:
    matter), unordered list or set (order does not; a list of tuples is a set of solutions), or a
    single value; a label before it goes (AB = 4, |AB| = 1, V_1:V_2 = 11:21, BC = (matrix),
    \\angle A = 30, f^{-1}(x) = ..., P(A) = ...); a decimal comma (1000,99) matches a decimal gold;
+   a choice with its option text, (D) 4(x+1)=4x, answers the gold choice D or (D);
+   set-builder notation \\{x \\mid x > 2\\} is its interval (2, \\infty), like x > 2; a time of day
+   keeps its am / pm (5\\text{am} is 5am, never 5pm);
 3. compare single values: equal strings; words as text; plain numbers exactly (Fraction), except
    that a decimal of 4+ places matches a fraction with no finite decimal if it is that fraction
    rounded (0.0833 for 1/12); only what is left goes to sympy (identities such as sec^2 y =
@@ -34,8 +42,9 @@ How is_equiv decides, cheapest step first:
 Known limits: the question is not seen, so units, "simplest form" and radians vs degrees are
 judged on the value alone; a label is dropped whatever it names (x = 5 answers "find y" too);
 \\log_b, \\sum, repeating decimals (0.\\overline{3}), answers in free text without a box or
-the phrase, "or" between boxes (MATH uses it for two spellings of one value) and inequalities in
-|x - a| are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
+a marker, a sentence with two numbers ("2 hours and 30 minutes"), "or" between boxes (MATH
+uses it for two spellings of one value), a choice letter without brackets (D. 4(x+1)=4x) and
+inequalities in |x - a| are not read. A test per rule, with its near misses: tests/test_reward_forms.py.
 """
 
 import os
@@ -114,30 +123,70 @@ _ANSWER_ENDS = re.compile(r"I hope it is correct|<\||</s>|\n|\b(?:Human|User|Ass
                           r"|,?\s+(?:because|since|which)\s", re.IGNORECASE)
 
 
-# "The final answer is $X$" (the paper's prompt), "Final Answer: X", "**Final Answer:** X"
-_FINAL_PHRASE = re.compile(r"final answer(?:\s+is|\*{0,2}\s*:)", re.IGNORECASE)
+# Where a final answer is announced, in the phrasings of the model families we grade:
+_ANSWER_MARKER = re.compile(
+    r"final answer(?:\s+is|\*{0,2}\s*:)"  # "The final answer is $X$" (the paper's prompt), "**Final Answer:** X"
+    r"|\bthe answer is\s*:"  # "The answer is: X" (MetaMath, WizardMath); without the colon it is prose
+    r"|^#{1,6}[ \t]*(?:final[ \t]+)?answer[ \t]*:?[ \t]*$"  # "# Answer" on its own line, X below (PRM800K)
+    # "#### X" (GSM8K), only when the line holds nothing but a number: "#### 3. Solve for x" is a
+    # markdown heading, and reading its 3 would pay a response that never answered
+    r"|^####(?=[ \t]*[-\\$]*[ \t]*\d[\d,./]*[ \t]*%?[ \t]*$)",
+    re.IGNORECASE | re.MULTILINE)
+
+# In a sentence, the math is a $...$ or \(...\) span or a number (1,000, -2.5, 3/4, and the 5 of 5th).
+_MATH_IN_SENTENCE = re.compile(r"\$[^$]+\$|\\\(.+?\\\)|-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+_PROSE = re.compile(r"[A-Za-z]{2,}(?:\s+[A-Za-z]+){2,}")  # three words in a row: "of the cube"
+# "... is 216 cubic inches": a value stated by the sentence's verb, with at most a unit after it
+_STATED_VALUE = re.compile(r"(?:\b(?:is|are|was|were|equals?)|=)\s+(?:(?:about|approximately|exactly)\s+)?"
+                           r"\\?\$?(\$[^$]+\$|\\\(.+?\\\)|-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)((?:\s+[a-zA-Z]+){0,3})$")
+_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor)\b|n't\b", re.IGNORECASE)  # "is not 216"
+# words after the number that make it an operand or a bound: "is 5 more than x", "is 2 times the width"
+_NOT_A_UNIT = re.compile(r"\b(?:than|times|more|less|fewer|greater|smaller|plus|minus|of|and|or|to|by)\b",
+                         re.IGNORECASE)
+
+
+def _stated_value(sentence: str) -> str:
+    """"The volume of the cube is 216 cubic inches" -> "216": an answer written as a sentence is the
+    value its verb states, if that is the sentence's only number or math span and only a unit
+    follows it. Otherwise ("is 2 hours and 30 minutes", "is twice 8", "is not 216", "3 x 4 is 12")
+    the sentence stays whole and cannot match a number: a missed right answer, never a paid wrong one."""
+    if not _PROSE.search(re.sub(r"\$[^$]*\$|\\\(.*?\\\)|\\text\{[^{}]*\}", " ", sentence)):
+        return sentence  # not prose: `x = 2 or x = 3`, `5 cubic inches`
+    stated = _STATED_VALUE.search(sentence)
+    if not stated or len(_MATH_IN_SENTENCE.findall(sentence)) != 1 or _NEGATION.search(sentence) \
+            or _NOT_A_UNIT.search(stated[2]):
+        return sentence
+    return stated[1].strip("$").removeprefix("\\(").removesuffix("\\)")
+
+
+def _announced_answer(after: str) -> str | None:
+    """The answer that follows a marker: a $X$ or \\[X\\] span, or the text up to where the response
+    runs on (a new sentence, a new line, a chat template's next turn, ", because ...")."""
+    answer = re.sub(r"^[\s:*]+", "", after)  # "The final answer is: **5**", "# Answer\n\n5"
+    span = re.match(r"\$((?:[^$\\]|\\.)+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
+    display = re.match(r"\\\[(.+?)\\\]", answer, re.DOTALL)  # \[ X \], on lines of its own or not
+    if span or display:
+        answer = span[1] if span else display[1].strip()
+    else:
+        answer = _stated_value(_ANSWER_ENDS.split(answer, maxsplit=1)[0].strip().rstrip("."))
+    answer = answer.strip().rstrip(".").strip().strip("$*").removeprefix("\\(").removesuffix("\\)")
+    return answer.strip().rstrip(".").strip() or None
 
 
 def extract_answer(response: str) -> str | None:
-    """The final answer: the Minerva phrase or the last box(es), whichever comes last; else None.
+    """The final answer: the last marker's answer or the last box(es), whichever comes last; else None.
 
     The paper's prompt asks for "Final Answer: The final answer is $X$. I hope it is correct.";
-    MATH reference solutions put the answer in \\boxed{X}. Several boxes with only glue between
-    them (`\\boxed{1} and \\boxed{2}`) are one list answer.
+    MATH reference solutions put the answer in \\boxed{X}; other model families write "The answer
+    is: X", "# Answer" and X on the next line, or "#### X" (_ANSWER_MARKER). Several boxes with
+    only glue between them (`\\boxed{1} and \\boxed{2}`) are one list answer.
     """
     if not response:
         return None
-    phrase_at = max((m.end() for m in _FINAL_PHRASE.finditer(response)), default=-1)
-    if max(response.rfind("\\boxed"), response.rfind("\\fbox")) > phrase_at:
+    marker_at = max((m.end() for m in _ANSWER_MARKER.finditer(response)), default=-1)
+    if max(response.rfind("\\boxed"), response.rfind("\\fbox")) > marker_at:
         return _boxed_answer(response)  # "The final answer is $\boxed{5}$" lands here too
-    if phrase_at < 0:
-        return None
-    answer = re.sub(r"^[\s:*]+", "", response[phrase_at:])  # "The final answer is: **5**"
-    span = re.match(r"\$((?:[^$\\]|\\.)+)\$(?!\s*(?:,|and|or)\s*\$)", answer)  # $X$ and whatever follows
-    display = re.match(r"\\\[(.+?)\\\]", answer, re.DOTALL)  # \[ X \], on lines of its own or not
-    answer = span[1] if span else display[1].strip() if display else _ANSWER_ENDS.split(answer, maxsplit=1)[0]
-    answer = answer.strip().rstrip(".").strip().strip("$*").removeprefix("\\(").removesuffix("\\)")
-    return answer.strip().rstrip(".").strip() or None
+    return _announced_answer(response[marker_at:]) if marker_at >= 0 else None
 
 
 # ---- Normalization: rewrite rules applied in order, each with its reason -----------------------
@@ -161,6 +210,9 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     (r"\\?%|\\?\$", ""),
     # one spelling for every text-like command
     (r"\\(?:text(?:bf|rm|it|normal)?|mbox|mathrm|mathbf|mathit|operatorname)\s*\{", r"\\text{"),
+    # a time of day is no unit to drop: 5\text{am}, 5 AM, 9\text{ a.m.} are 5am, 9am, never 5pm
+    (r"(?<=\d)\s*(?:\\text\{\s*([aApP])\.?\s?[mM]\.?\s*\}|([aApP])\.?\s?[mM]\.?(?![a-zA-Z]))",
+     lambda time: (time[1] or time[2]).lower() + "m"),
     # a \text{...} after a value, ending the answer or a list item, is a unit: 5.4 \text{ cents},
     # 864 \mbox{ inches}^2, 3 \text{ cm}, 4 \text{ cm} (km/h, m/s^2, \text{km}/\text{h} too); but
     # \text{A}, \text{B} is two answers: a unit follows a value, never a comma
@@ -176,6 +228,8 @@ _NORMALIZE_RULES = [(re.compile(pattern), replacement) for pattern, replacement 
     (r"\\varnothing|\\\{\s*\\\}", r"\\emptyset"), (r"\\mathbb\{R\}", r"(-\\infty,\\infty)"),
     (r"∞|(?<![a-zA-Z\\])infinity", r"\\infty "), (r"π", r"\\pi "), (r"−", "-"),
     (r"[×·]", r"\\cdot "), (r"√", r"\\sqrt"),
+    # `\{x \mid x > 2\}` is `\{x | x > 2\}` (_set_builder reads it)
+    (r"\\mid(?![a-zA-Z])", "|"),
     # `x \in [-2,7]`, `(x, y) = (1, 2)`: only the set or the tuple is the answer
     (r"^\s*(?:[a-zA-Z]\s*\\in|\(\s*[a-z](?:\s*,\s*[a-z])+\s*\)\s*=)\s*", ""),
     # one spelling per relation, for _as_intervals
@@ -231,7 +285,7 @@ def _normalize(answer: str) -> str:
     elif all(several):  # p=5,q=2;p=7,q=2: solutions of labelled values are the tuples (5,2),(7,2)
         solutions = [_split_top_level(part, ",") for part in _split_top_level(answer, ";")]
         answer = ",".join("(" + ",".join(_without_label(value) for value in values) + ")" for values in solutions)
-    answer = _as_intervals(answer) or answer
+    answer = _set_builder(answer) or _as_intervals(answer) or answer
     while answer[:1] == "{" and _matching_close(answer, 0) == len(answer) - 1:  # {5} is 5
         answer = answer[1:-1]
     if answer.startswith("\\{") and answer.endswith("\\}") and len(_split_top_level(answer[2:-2], ",")) == 1:
@@ -291,6 +345,15 @@ def _as_absolute_interval(parts: list[str]) -> str | None:
         return (f"{'[' if high else '('}-{b},-{a}{']' if low else ')'}\\cup"
                 f"{'[' if low else '('}{a},{b}{']' if high else ')'}")
     return None
+
+
+def _set_builder(answer: str) -> str | None:
+    """\\{x | x>2\\} -> (2,\\infty): the set of the x that satisfy inequalities in x alone is their
+    interval or union, as `x > 2` is. Anything else (\\{x | x^2=4\\}, \\{x | y>2\\}) -> None."""
+    builder = re.fullmatch(r"\\\{([a-zA-Z])(?:\\in\(-\\infty,\\infty\))?[|:](.+)\\\}", answer)
+    if not builder or set(re.findall(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", builder[2]))) != {builder[1]}:
+        return None
+    return _as_intervals(builder[2])
 
 
 def _as_intervals(answer: str) -> str | None:
@@ -500,6 +563,10 @@ def is_equiv(pred: str, gold: str, timeout_s: float = 2.0) -> bool:
     pred, gold = _normalize(pred), _normalize(gold)
     if pred == gold:
         return bool(gold)
+    for chosen, letter in ((pred, gold), (gold, pred)):  # (D) 4(x+1)=4x answers the choice D or (D)
+        choice = re.fullmatch(r"\(([A-Z])\)(?![,;])(?!.*\([A-Z]\)).+", chosen)  # one letter, not (A),(B)
+        if choice and (letter_match := re.fullmatch(r"\(?([A-Z])\)?", letter)):
+            return choice[1] == letter_match[1]
     return _same_shape(_shape(pred), _shape(gold), deadline)
 
 

@@ -1,4 +1,4 @@
-"""The answer forms that issue 10 found the checker missing, each next to near misses that must
+"""The answer forms that issues 10 and 18 found the checker missing, each next to near misses that must
 still score 0 (a wrong sign, an open instead of a closed end, a missing element). Every new
 equivalence rule in reward.py has its positive cases here and the negatives that bound it."""
 
@@ -40,6 +40,67 @@ def test_a_run_on_response_still_needs_the_right_answer():
     assert math_reward(run_on.format("5"), "5") == 1.0
     assert math_reward(run_on.format("-5"), "5") == 0.0
     assert math_reward(run_on.format("6"), "5") == 0.0  # the 6 after the turn ends is not the answer
+
+
+# ---- how other model families announce the answer (issue 18) ------------------------------------
+
+@pytest.mark.parametrize("response, answer", [
+    ("So she makes 9 * 2 = 18 dollars.\nThe answer is: 18", "18"),  # MetaMath, WizardMath
+    ("The answer is: \\frac{1}{2}.</s>", "\\frac{1}{2}"), ("the answer is:\n\\[\n-3\n\\]", "-3"),
+    ("We are done.\n\n# Answer\n\n\\frac{14}{3}\n", "\\frac{14}{3}"),  # PRM800K's GPT-4 solutions
+    ("## Final Answer\n\n12", "12"), ("### Final Answer\nThe final answer is $6$.", "6"),
+    ("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18", "18"), ("#### $1,200", "1,200"),  # GSM8K
+    ("Final Answer: The volume of the cube is 216 cubic inches.", "216"),  # a sentence: the value it states
+    ("Final Answer: The side length of the square is $\\sqrt{2}$ units.", "\\sqrt{2}"),
+    ("Final Answer: The total cost is \\$18.90.", "18.90"), ("The answer is: The smallest value is 12", "12"),
+    ("# Answer\n\nThe number of ways to seat them is 720", "720"),
+    ("Final Answer: x = 2 or x = 3", "x = 2 or x = 3"),  # not prose: read as before
+    ("The answer is: 7. Final Answer: The final answer is $8$.", "8"),  # the last marker wins
+    ("The answer is: 7, so $\\boxed{8}$", "8"), ("$\\boxed{8}$.\nThe answer is: 7", "7"),  # as with the phrase
+])
+def test_other_families_announce_the_answer(response, answer):
+    assert extract_answer(response) == answer
+
+
+@pytest.mark.parametrize("response", [
+    "The answer is 5.",  # no colon: prose, as it always was
+    "#### 1. Read the problem\nWe need x, and x is 5.",  # a markdown heading, not GSM8K's `#### N`
+    "#### 5. Check the answer\nIt works.",
+    "Final Answer: The cube has 6 faces and volume 216 cubic inches.",  # two numbers: which one?
+    "Final Answer: It takes 2 hours and 30 minutes.", "Final Answer: The 5th term is 20.",
+])
+def test_no_number_is_picked_from_an_unclear_answer(response):
+    answer = extract_answer(response)
+    assert answer is None or not any(is_equiv(answer, gold) for gold in ("5", "6", "216", "2", "30", "20"))
+
+
+@pytest.mark.parametrize("response, right, wrong", [
+    ("Step.\nThe answer is: 18", "18", "-18"), ("Step.\n\n# Answer\n\n42", "42", "41"),
+    ("Step.\n#### 42", "42", "41"), ("Step.\n#### 1,200", "1200", "120"),
+    ("Final Answer: The volume of the cube is 216 cubic inches.", "216", "217"),
+    ("Final Answer: The volume of the cube is 217 cubic inches.", "217", "216"),
+    ("Final Answer: The probability of drawing a red ball is 3/8", "\\frac{3}{8}", "\\frac{8}{3}"),
+    ("Final Answer: The sum of the roots is $-3$.", "-3", "3"),
+])
+def test_each_announcement_still_needs_the_right_answer(response, right, wrong):
+    assert math_reward(response, right) == 1.0
+    assert math_reward(response, wrong) == 0.0
+
+
+@pytest.mark.parametrize("response", [
+    "Final Answer: The volume of the cube is not 216 cubic inches.",  # a negation
+    "Final Answer: The answer is 216 more than x.", "Final Answer: The length is 216 times the width.",  # an operand
+    "Final Answer: The answer is the square of 216.",  # not what the verb states
+    "Final Answer: 6 cubes have a volume of 216 cubic inches.",  # two numbers
+])
+def test_a_number_in_a_sentence_is_paid_only_when_stated(response):
+    assert math_reward(response, "216") == 0.0
+
+
+def test_a_boxed_choice_with_its_option_text():
+    response = "So the false statement is $\\boxed{\\text{(D) } 4(x+1)=4x}$."
+    assert math_reward(response, "\\text{(D)}") == 1.0 and math_reward(response, "D") == 1.0
+    assert math_reward(response, "\\text{(C)}") == 0.0 and math_reward(response, "4") == 0.0
 
 
 # ---- several boxes that together form the answer --------------------------------------------------
@@ -156,6 +217,21 @@ FORMS = {
         ("1000,99", "1000.99", True), ("1,22", "1.22", True), ("0,111", "0.111", True), ("-3,25", "-3.25", True),
         ("1,220", "1.22", False), ("1, 22", "1.22", False), ("1000,99", "1000.9", False), ("1,22", "-1.22", False),
         ("0,111", "111", False), ("1,5", "15", False),
+    ],
+    "time of day": [  # am and pm are part of the answer, not a unit to drop
+        ("5\\text{am}", "5am", True), ("9 AM", "9\\text{ a.m.}", True), ("\\text{4:30 p.m.}", "4\\!:\\!30 \\text{ p.m.}", True),
+        ("5\\text{pm}", "5\\text{am}", False), ("9\\text{ a.m.}", "9\\text{ p.m.}", False), ("5am", "6am", False),
+    ],
+    "set-builder notation": [  # {x | x > 2} is the interval (2, oo), as x > 2 is
+        ("\\{x \\mid x > 2\\}", "\\{x | x>2\\}", True), ("\\{x \\mid x > 2\\}", "(2,\\infty)", True),
+        ("\\left\\{ x : x \\le -1 \\right\\}", "x \\le -1", True), ("\\{x \\mid x^2 = 4\\}", "\\{x | x^2=4\\}", True),
+        ("\\{x \\mid x \\ge 2\\}", "(2,\\infty)", False), ("\\{x \\mid x > 2\\}", "(-\\infty,2)", False),
+        ("\\{x \\mid y > 2\\}", "(2,\\infty)", False), ("\\{x \\mid x^2 = 4\\}", "\\{x | x^2=9\\}", False),
+    ],
+    "a choice with its option text": [  # \boxed{(D) $4(x+1)=4x$} answers (D)
+        ("(D) $4(x+1)=4x$", "\\text{(D)}", True), ("\\text{(D) } 4(x+1)=4x", "D", True), ("(C) $(1, 2)$", "C", True),
+        ("(C) $4(x+1)=4x$", "\\text{(D)}", False), ("(D) $4(x+1)=4x$", "C", False),
+        ("(A), (D)", "D", False), ("(D) and (A)", "D", False), ("(D) 5, (A) 6", "D", False),
     ],
     "approximately": [
         ("x \\approx 11", "11", True), ("x = \\frac{1}{3} \\approx 0.33", "\\frac{1}{3}", True),
