@@ -150,6 +150,8 @@ def _stated_value(sentence: str) -> str:
     value its verb states, if that is the sentence's only number or math span and only a unit
     follows it. Otherwise ("is 2 hours and 30 minutes", "is twice 8", "is not 216", "3 x 4 is 12")
     the sentence stays whole and cannot match a number: a missed right answer, never a paid wrong one."""
+    if len(sentence) > 300:  # no answer sentence is this long; the cap also bounds the regex work
+        return sentence
     if not _PROSE.search(re.sub(r"\$[^$]*\$|\\\(.*?\\\)|\\text\{[^{}]*\}", " ", sentence)):
         return sentence  # not prose: `x = 2 or x = 3`, `5 cubic inches`
     stated = _STATED_VALUE.search(sentence)

@@ -159,6 +159,7 @@ def test_huge_responses_are_fast():
     assert math_reward(essay, "42") == 1.0
     assert math_reward(unclosed, "1") == 0.0
     assert math_reward("Final Answer: The final answer is " + "9" * 100_000, "9") == 0.0
+    assert math_reward("Final Answer: The " + "value is \\(" * 6000, "5") == 0.0  # no backtracking in a sentence
     assert time.perf_counter() - start < 2.0
 
 
