@@ -97,8 +97,9 @@ def test_a_number_in_a_sentence_is_paid_only_when_stated(response):
     assert math_reward(response, "216") == 0.0
 
 
-def test_a_boxed_choice_with_its_option_text():
-    response = "So the false statement is $\\boxed{\\text{(D) } 4(x+1)=4x}$."
+@pytest.mark.parametrize("response", ["So the false statement is \\boxed{(D) $4(x+1)=4x$}.",
+                                      "So the false statement is $\\boxed{\\text{(D) } 4(x+1)=4x}$."])
+def test_a_boxed_choice_with_its_option_text(response):
     assert math_reward(response, "\\text{(D)}") == 1.0 and math_reward(response, "D") == 1.0
     assert math_reward(response, "\\text{(C)}") == 0.0 and math_reward(response, "4") == 0.0
 
