@@ -166,13 +166,12 @@ def expand_paths(spec):
     return paths
 
 
-def results_table(paths):
-    """Several evaluated runs side by side in the paper's format, as Markdown. Runs named NAME_seedN
-    become one row, NAME, with the mean and the spread (min to max) over the seeds."""
+def results_table(runs_read):
+    """Several evaluated runs side by side in the paper's format, as Markdown. runs_read: (path, metrics)
+    pairs (evaluate.read_run). Runs named NAME_seedN become one row, NAME, with the mean and the
+    spread (min to max) over the seeds."""
     runs, notes = {}, []
-    for path in paths:
-        with open(path) as f:
-            m = json.load(f)
+    for path, m in runs_read:
         runs.setdefault(re.sub(r"_seed\d+$", "", m["name"]), []).append(m)
         extra = f", repair rate {100 * m['repair_rate']:.1f} %" if "repair_rate" in m else ""
         if "edit_ratio" in m:
@@ -223,15 +222,16 @@ def plot_training_curves(run_dirs, image_path, smooth=10):
     return image_path
 
 
-def plot_results(paths, image_path):
-    """Accuracy bars per run and the edit-distance histograms, if matplotlib is installed."""
+def plot_results(runs_read, image_path):
+    """Accuracy bars per run and the edit-distance histograms, if matplotlib is installed.
+    runs_read: (path, metrics) pairs, as results_table takes them."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    runs = [json.load(open(p)) for p in paths]
+    runs = [m for _, m in runs_read]
     fig, (bars, hists) = plt.subplots(1, 2, figsize=(11, 4))
     keys = ["acc_t1", "acc_t2", "delta_i2c", "delta_c2i"]
     for j, key in enumerate(keys):

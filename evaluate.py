@@ -116,7 +116,9 @@ class Config:
 PRESETS = {"tiny": dict(task="arithmetic", out_dir="out/tiny", limit=100, max_operand=4, max_new_tokens=4,
                         device="cpu", batch_size=256),
            "smol": dict(task="arithmetic", mix=SMOL_MIX, out_dir="out/smol", limit=500, max_new_tokens=16,
-                        batch_size=256)}
+                        batch_size=256),
+           "smol_cpu": dict(task="arithmetic", mix=SMOL_MIX, out_dir="out/smol_cpu", limit=500, max_new_tokens=16,
+                            device="cpu", batch_size=128)}
 
 
 # ----------------------------------------------------------------------------- Table 2 and N attempts
@@ -147,6 +149,22 @@ def turn_flows(correct_by_turn):
 
 
 # ----------------------------------------------------------------------------- the runs
+
+def read_run(path):
+    """An evaluated run's metrics: its {name}.metrics.json, or recomputed from its per-problem
+    {name}.jsonl (what results/ keeps: the table can always be rebuilt from the records)."""
+    if not path.endswith(".jsonl"):
+        with open(path) as f:
+            return json.load(f)
+    records = read_jsonl(path)
+    if not records or "correct_t2" not in records[0]:
+        raise UsageError(f"{path} holds no two-attempt records (id, correct_t1, correct_t2); pass a file "
+                         f"evaluate.py wrote")
+    metrics = self_correction_metrics([r["correct_t1"] for r in records], [r["correct_t2"] for r in records])
+    if "edit_ratio" in records[0]:
+        metrics["edit_ratio"] = ratio_histogram([r["edit_ratio"] for r in records])
+    return {"name": os.path.basename(path).removesuffix(".jsonl"), "n": len(records), **metrics}
+
 
 def write_results(path, records):
     if os.path.exists(path):
@@ -246,12 +264,12 @@ TINY_NOTE = ("What the toy can show is the mechanics, not the paper's MATH resul
 
 def main(cfg):
     if cfg.table:  # no model: read earlier runs' metrics
-        paths = expand_paths(cfg.table)
-        table = results_table(paths)
+        runs = [(path, read_run(path)) for path in expand_paths(cfg.table)]
+        table = results_table(runs)
         os.makedirs(os.path.join(cfg.out_dir, "eval"), exist_ok=True)
         with open(os.path.join(cfg.out_dir, "eval", "results.md"), "w") as f:
             f.write(table + "\n")
-        image = plot_results(paths, os.path.join(cfg.out_dir, "eval", "results.png"))
+        image = plot_results(runs, os.path.join(cfg.out_dir, "eval", "results.png"))
         print(f"{table}\n\nwritten: {os.path.join(cfg.out_dir, 'eval', 'results.md')}"
               + (f", {image}" if image else " (pip install matplotlib for a plot)"))
         return table

@@ -42,6 +42,13 @@ Where this departs from the paper:
    fp32 policy on a GPU), so each token's policy-gradient term is weighted by the truncated importance
    weight min(pi / pi_sampler, C), C = 2 (Yao et al. 2025; PAPER.md; --is_clip 0: off). The reference
    is kept in fp32 under the policy's autocast, so the KL is exactly 0 before the first update.
+8. --preset smol_cpu: --preset smol on 2 CPU cores (README, "A real model on a CPU"). 16 episodes a
+   step (4 problems x k = 4) instead of 128, so that a step takes seconds to a minute, not minutes;
+   lr 2e-5, four times Table 5's MATH value, so that a few dozen small steps move a 135M model; and
+   beta2 = 1.0, ten times Table 5's, because at 0.1 a CPU pilot's greedy attempt 1 moved 12 points
+   (47.5 -> 59.5 on 200 problems) and attempt 2 learned to copy it, the collapse Stage I exists to
+   prevent (the paper: beta2 may be adapted). Temperature 1.0, beta1 and alpha stay Table 5's.
+   --bf16 auto computes under bf16 autocast only on CPUs that multiply bf16 in hardware (model.use_bf16).
 """
 
 import dataclasses
@@ -56,7 +63,7 @@ import torch
 from tqdm import tqdm
 
 from model import (autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer,
-                   token_logprobs, turn_end_id, turn_glue_ids)
+                   token_logprobs, turn_end_id, turn_glue_ids, use_bf16)
 from plumbing import (UsageError, all_gather, append_jsonl, average_gradients, barrier, find_checkpoint,
                       init_distributed, load_training_state, main_process_first, parse_config, read_run_config,
                       require_device, restore_training_state, save_checkpoint, training_state, world)
@@ -106,6 +113,8 @@ class Config:
     """C of the token-level truncated importance weight min(pi / pi_sampler, C) (PAPER.md, numerics); 0: off"""
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, ~30 % more compute"""
+    bf16: str = "auto"
+    """bf16 autocast for the policy and reference over fp32 weights: auto (GPU; CPU with AMX/AVX512-BF16), true, false"""
     device: str = "cuda"
     """cuda, cuda:N or cpu (under torchrun each process takes cuda:LOCAL_RANK)"""
     seed: int = 0
@@ -130,6 +139,12 @@ PRESETS = {
     "smol": dict(model="HuggingFaceTB/SmolLM2-135M-Instruct", task="arithmetic", mix=SMOL_MIX, out_dir="out/smol",
                  steps=200, problems_per_step=32, samples_per_problem=4, micro_batch=128, lr=1e-5, beta2=0.1,
                  max_new_tokens=16, gradient_checkpointing=False, sample_every=20, save_every=25),
+    # The same model and task on 2 CPU cores (see the docstring, 8.): an eighth of the batch, twice the
+    # lr, beta2 = 1.0, checkpoints every 5 steps so that --resume true loses little.
+    "smol_cpu": dict(model="HuggingFaceTB/SmolLM2-135M-Instruct", task="arithmetic", mix=SMOL_MIX,
+                     out_dir="out/smol_cpu", steps=60, problems_per_step=4, samples_per_problem=4, micro_batch=16,
+                     lr=2e-5, beta2=1.0, max_new_tokens=16, gradient_checkpointing=False, device="cpu",
+                     sample_every=5, save_every=5),
 }
 
 
@@ -176,11 +191,12 @@ def policy_gradient_loss(logp, masks, advantages, n_episodes, weights=None):
     return -(advantages.unsqueeze(-1) * logp.unsqueeze(0) * masks).sum() / n_episodes
 
 
-def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg):
+def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg, bf16=None):
     """One update of Eq. 2 on every turn of a batch of episodes, with gamma = 0 credit:
         R_t = r_t - beta_t * KL_t     (turn t's own task reward and KL, nothing from other turns)
         A_t = R_t - baseline_t        (RLOO over the k samples of the problem, or 0)
-    task_rewards (turns, N): what each stage rewards; kl_coefs (turns,): beta per turn.
+    task_rewards (turns, N): what each stage rewards; kl_coefs (turns,): beta per turn. bf16: whether the
+    policy and the reference both compute under bf16 autocast (model.use_bf16; None: its automatic choice).
     Each token's term is weighted by its truncated importance weight when the episodes carry the
     sampler's log-probs and cfg.is_clip > 0. Returns the loss, gradient norm, KL per turn and the
     sampler/trainer mismatch (mean |log pi_theta - log pi_sampler| per sampled token, the share of
@@ -203,12 +219,13 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
         width = int(lengths[rows].max())  # this micro-batch's longest row; the rest is padding
         ids, attn = episodes.input_ids[rows, :width], episodes.attention_mask[rows, :width]
         masks = episodes.action_masks[:, rows, 1:width].float()  # token j+1 is predicted at position j
+        actions = episodes.action_masks[:, rows, 1:width].any(0)  # (b, T-1): log-probs needed only here
         # 4. reference log-probs: the frozen base model, no graph, with the policy's numerics (same
         # weight dtype, same autocast), so log pi - log pi_ref is exactly 0 before the first update.
-        with torch.no_grad(), autocast(device):
-            ref_logp = token_logprobs(reference, ids, attn)  # (b, T-1)
-        with autocast(device):
-            logp = token_logprobs(policy, ids, attn)  # (b, T-1), with graph
+        with torch.no_grad(), autocast(device, bf16):
+            ref_logp = token_logprobs(reference, ids, attn, only=actions)  # (b, T-1), 0 off the actions
+        with autocast(device, bf16):
+            logp = token_logprobs(policy, ids, attn, only=actions)  # (b, T-1), with graph
         # 5. KL per turn: k1 = sum over the turn's sampled tokens of log pi - log pi_ref. Its
         # expectation under pi is exactly KL(pi || pi_ref) of the whole attempt; as a reward
         # (no gradient of its own) the REINFORCE update is an unbiased gradient of Eq. 2's KL term.
@@ -404,6 +421,7 @@ def main(cfg):
         start = restore_training_state(state, optimizer, rng, cfg.device, [log_path, samples_path])
     # Eq. 3's KL weights: beta2 pins attempt 1 to pi_ref, attempt 2 keeps the default beta1.
     kl_coefs = torch.tensor([cfg.beta2, cfg.beta1], device=cfg.device)
+    bf16 = use_bf16(cfg.device, cfg.bf16)  # the trainer's numerics: bf16 autocast on a GPU or a bf16-native CPU
     run_config = {**dataclasses.asdict(cfg), "stage": 1, "base_model": cfg.model, "world_size": world_size}
 
     for step in tqdm(range(start + 1, cfg.steps + 1), desc="stage 1", disable=None if rank == 0 else True):
@@ -417,7 +435,7 @@ def main(cfg):
         # 3. rewards (Eq. 3): only attempt 2 earns its task reward; attempt 1's reward is its KL term alone.
         task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
         # 4.-6. reference log-probs, KL, loss, backward, step
-        stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+        stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg, bf16)
         # 7. log (rank 0, for every rank's episodes)
         log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path, samples_path,
                  cfg.sample_every, shard)

@@ -28,7 +28,8 @@ Where this departs from the paper:
 2. "Highest training reward" is the mean of r(y1) + r(y2) (without bonus and KL) over the
    save_every steps before each check; the paper does not define its window.
 3. The paper's optional extra prompts (first attempts sampled from the base model) are left out.
-4. --preset smol uses stage1.py's smol settings (its docstring, 6.): 128 episodes, 200 steps, lr 1e-5.
+4. --preset smol uses stage1.py's smol settings (its docstring, 6.): 128 episodes, 200 steps, lr 1e-5;
+   --preset smol_cpu its smol_cpu settings (its docstring, 8.): 16 episodes a step, lr 2e-5.
 """
 
 import dataclasses
@@ -46,6 +47,7 @@ from plumbing import (UsageError, all_gather, find_checkpoint, init_distributed,
                       training_state)
 from rollout import run_episodes
 from engine import Sampler
+from model import use_bf16
 from stage1 import check_config, load_policy_and_reference, log_step, make_optimizer, reinforce_update
 from tasks import get_task, load_problems
 
@@ -88,6 +90,8 @@ class Config:
     """C of the token-level truncated importance weight min(pi / pi_sampler, C) (PAPER.md, numerics); 0: off"""
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, more compute"""
+    bf16: str = "auto"
+    """bf16 autocast for the policy and reference over fp32 weights: auto (GPU; CPU with AMX/AVX512-BF16), true, false"""
     device: str = "cuda"
     """cuda, cuda:N or cpu (under torchrun each process takes cuda:LOCAL_RANK)"""
     seed: int = 1
@@ -106,7 +110,10 @@ PRESETS = {"tiny": dict(out_dir="out/tiny", steps=70, problems_per_step=16, samp
                         lr=1e-3, max_new_tokens=4, gradient_checkpointing=False, device="cpu", sample_every=20,
                         save_every=20),
            "smol": dict(out_dir="out/smol", steps=200, problems_per_step=32, samples_per_problem=4, micro_batch=128,
-                        lr=1e-5, max_new_tokens=16, gradient_checkpointing=False, sample_every=20, save_every=25)}
+                        lr=1e-5, max_new_tokens=16, gradient_checkpointing=False, sample_every=20, save_every=25),
+           "smol_cpu": dict(out_dir="out/smol_cpu", steps=60, problems_per_step=4, samples_per_problem=4,
+                            micro_batch=16, lr=2e-5, max_new_tokens=16, gradient_checkpointing=False, device="cpu",
+                            sample_every=5, save_every=5)}
 
 
 def shaped_rewards(r1, r2, alpha):
@@ -171,7 +178,8 @@ def main(cfg):
         else:
             task_rewards = torch.stack(shaped_rewards(episodes.rewards[0], episodes.rewards[1], cfg.alpha))
         # 4.-6. reference log-probs, KL, loss, backward, step (stage1.py)
-        stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+        stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg,
+                                 use_bf16(cfg.device, cfg.bf16))
         # 7. log (rank 0, for every rank's episodes)
         log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path,
                  samples_path, cfg.sample_every, shard)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine import Sampler, decode_attention
-from model import build_tiny_model, token_logprobs
+from model import UsageError, build_tiny_model, cpu_has_native_bf16, token_logprobs, use_bf16
 from plumbing import save_checkpoint
 from rollout import run_episodes
 from stage1 import load_policy_and_reference, reinforce_update, truncated_importance_weights
@@ -100,23 +100,42 @@ def tiny_episodes(policy, tokenizer, sampler=None, seed=0):
 
 
 def test_kl_at_step_zero_is_exactly_zero_under_bf16_autocast(tiny_checkpoint):
-    """Policy and reference loaded as the stages load them, under bf16 autocast (what a GPU runs, here
-    on the CPU): the same numerics, so log pi - log pi_ref is exactly 0 before the first update. A
+    """Policy and reference loaded as the stages load them, under bf16 autocast (what a GPU and a
+    bf16-native CPU run, here on any CPU): the same numerics, so log pi - log pi_ref is exactly 0 before the first update. A
     bf16 reference, as the code had before, is the control: its KL is not 0."""
     path, _ = tiny_checkpoint
     cfg = SimpleNamespace(device="cpu", gradient_checkpointing=False, micro_batch=4, baseline="rloo",
                           grad_clip=1.0, is_clip=2.0)
     tokenizer, policy, reference = load_policy_and_reference(path, path, cfg)
     episodes = tiny_episodes(policy, tokenizer)
-    rewards, kl_coefs = torch.ones(2, 4), torch.tensor([0.1, 0.01])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16_reference = copy.deepcopy(reference).to(torch.bfloat16)
-        control = reinforce_update(copy.deepcopy(policy), bf16_reference, torch.optim.SGD(policy.parameters(), lr=0.0),
-                                   episodes, rewards, kl_coefs, cfg)
-        stats = reinforce_update(policy, reference, torch.optim.SGD(policy.parameters(), lr=0.0), episodes, rewards,
-                                 kl_coefs, cfg)
+    rewards, kl_coefs = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]]), torch.tensor([0.1, 0.01])
+    bf16_reference = copy.deepcopy(reference).to(torch.bfloat16)
+    control = reinforce_update(copy.deepcopy(policy), bf16_reference, torch.optim.SGD(policy.parameters(), lr=0.0),
+                               episodes, rewards, kl_coefs, cfg, bf16=True)
+    fp32 = reinforce_update(copy.deepcopy(policy), reference, torch.optim.SGD(policy.parameters(), lr=0.0),
+                            episodes, rewards, kl_coefs, cfg, bf16=False)
+    stats = reinforce_update(policy, reference, torch.optim.SGD(policy.parameters(), lr=0.0), episodes, rewards,
+                             kl_coefs, cfg, bf16=True)
     assert stats["kl"] == [0.0, 0.0]
+    assert stats["loss"] != fp32["loss"]  # bf16=True did compute under autocast
     assert any(abs(kl) > 1e-4 for kl in control["kl"])
+
+
+def test_bf16_follows_the_cpu_and_the_setting(tmp_path):
+    """--bf16 auto: on a GPU, and on a CPU only where it multiplies bf16 in hardware (emulated bf16
+    is ~50x slower than fp32); true and false force it."""
+    def cpuinfo(flags):
+        path = tmp_path / f"cpuinfo_{len(flags)}"
+        path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        return str(path)
+    assert cpu_has_native_bf16(cpuinfo("fpu sse avx2 avx512f amx_bf16 amx_tile"))
+    assert cpu_has_native_bf16(cpuinfo("fpu avx2 avx512f avx512_bf16"))
+    assert not cpu_has_native_bf16(cpuinfo("fpu avx avx2"))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))
+    assert use_bf16("cpu", "auto") == cpu_has_native_bf16()
+    assert use_bf16("cuda:0", "auto") and use_bf16("cpu", "true") and not use_bf16("cuda", "false")
+    with pytest.raises(UsageError, match="--bf16 must be auto, true or false"):
+        use_bf16("cpu", "yes")
 
 
 def test_importance_weights_are_one_with_identical_numerics_and_clipped_otherwise():

@@ -12,7 +12,8 @@ import torch
 
 from analysis import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
                       results_table)
-from evaluate import self_correction_metrics, turn_flows
+from evaluate import read_run, self_correction_metrics, turn_flows
+from plumbing import UsageError
 from reward import is_equiv
 
 
@@ -97,10 +98,20 @@ def test_results_table_in_the_papers_format(tmp_path):
         path = tmp_path / f"{name}.metrics.json"
         path.write_text(json.dumps({"name": name, "task": "math", "n": 10, **m}))
         paths.append(str(path))
-    table = results_table(paths)
+    # Per-problem records (what results/ keeps) give the same row as the metrics file; seeds are one row.
+    for seed, a1 in [(0, 0.4), (1, 0.6)]:
+        path = tmp_path / f"stage1_seed{seed}.jsonl"
+        path.write_text("".join(json.dumps({"id": i, "correct_t1": i < 10 * a1, "correct_t2": i < 7, "y1": "",
+                                            "y2": "", "edit_ratio": 0.0}) + "\n" for i in range(10)))
+        paths.append(str(path))
+    table = results_table([(p, read_run(p)) for p in paths])
     assert table.splitlines()[0] == "| method | Acc@t1 | Acc@t2 | delta | delta i->c | delta c->i |"
     assert "| base | 50.0 | 40.0 | -10.0 | 0.0 | 10.0 |" in table
     assert "| score | 60.0 | 70.0 | +10.0 | 10.0 | 0.0 |" in table
+    assert "| stage1 (2 seeds) | 50.0 [40.0, 60.0] | 70.0 [70.0, 70.0] | +20.0 [+10.0, +30.0] |" in table
+    with pytest.raises(UsageError, match="no two-attempt records"):
+        (tmp_path / "empty.jsonl").write_text("")
+        read_run(str(tmp_path / "empty.jsonl"))
 
 
 def test_given_first_attempts_replace_sampling():

@@ -53,6 +53,26 @@ def test_token_logprobs_gradient_equals_naive(tiny):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
+def test_logprobs_of_the_actions_only_equal_the_full_ones_there(tiny):
+    """only=mask: the same values and gradient on the masked positions, 0 elsewhere, none at all too."""
+    model, _ = tiny
+    ids, attn = random_batch(model.config.vocab_size, seed=4)
+    only = torch.rand(3, 16, generator=torch.Generator().manual_seed(1)) < 0.3
+    weights = torch.randn(3, 16) * only
+    values, grads = [], []
+    for kwargs in (dict(only=only, chunk_tokens=3), dict()):
+        model.zero_grad()
+        logp = token_logprobs(model, ids, attn, **kwargs)
+        (logp * weights).sum().backward()
+        values.append(logp.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(values[0], values[1] * only, rtol=1e-5, atol=1e-6)
+    assert torch.equal(values[0][~only], torch.zeros((~only).sum()))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(token_logprobs(model, ids, attn, only=torch.zeros_like(only)), torch.zeros(3, 16))
+
+
 def test_token_logprobs_equals_models_own_loss(tiny):
     model, _ = tiny
     ids, _ = random_batch(model.config.vocab_size, seed=1)
