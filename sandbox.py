@@ -14,58 +14,79 @@ How one check works (`check_program`):
   2. The child is `python -I` (isolated mode: ignores PYTHON* variables, user site-packages and the
      cwd on sys.path) with a four-variable environment, so no API keys or tokens are inherited,
      and close_fds, so it gets none of the caller's open files or sockets.
-  3. It starts in a new session. The trusted harness (_HARNESS below) reads the job from stdin and
-     forks: the parent stays as a supervisor and marks itself a child subreaper (prctl
-     PR_SET_CHILD_SUBREAPER), so every orphan below it, even one that called setsid() or was
-     double-forked, is re-parented to it rather than to init. When the worker exits, or at the
-     wall-clock limit (we send the supervisor SIGTERM), it SIGKILLs the worker's process group and
-     then every process left below it, generation by generation, and exits with the worker's
-     status. So nothing the program started is alive when the check returns.
-  4. The worker sets rlimits (CPU seconds, address space, processes, file size, open files, no
-     core dumps), and, when we run as root, drops to the user `nobody` before any untrusted line
-     runs. Root ignores RLIMIT_NPROC and may write any file or kill any process; `nobody` may not,
-     which is what makes the limits real. The supervisor keeps root, so the program cannot kill it.
-  5. It runs the program, then the tests, in a copy of the program's namespace. Every call in the
-     tests, f(x), goes through a trusted wrapper that turns the result into plain builtin values
-     with C-level conversions a subclass cannot override (make_checked_call in the harness): an
-     object whose __eq__ always returns True, also as an int, float or str subclass, becomes a
-     plain value or an object that refuses every comparison, so `assert f(x) == y` and
-     HumanEval's `check(candidate)` fail. Only if the tests run to their end does
-     the harness read a one-time nonce from a pipe the parent filled and copy it to a second pipe.
-     The parent says "passed" only for: exited within the time limit, exit code 0, and the exact
-     nonce. So `exit(0)`, `os._exit(0)`, `sys.exit()` during the tests, printing "passed", or an
-     atexit hook that turns a failure into exit code 0 all score 0: none of them carries the nonce.
-     The nonce is not in the child's memory while the untrusted code runs (it sits in the pipe).
-  6. Output (stdout and stderr together) goes to an unnamed temporary file capped by RLIMIT_FSIZE,
-     so a 1 GB print fails with EFBIG instead of filling the caller's memory or disk.
-The price is a fresh interpreter per check, about 60 ms of one core (the supervisor's fork and the
-wrapped calls add little); run_tests_batch runs one check per core at a time.
+  3. It starts in a new session. The trusted harness (_HARNESS below) reads the job, which holds
+     the program but not the tests, from stdin and forks: the parent stays as a supervisor and
+     marks itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so every orphan below it, even
+     one that called setsid() or was double-forked, is re-parented to it rather than to init. When
+     the worker exits, or at the wall-clock limit (we send the supervisor SIGTERM), it SIGKILLs the
+     worker's process group and then every process left below it, generation by generation, and
+     exits with the worker's status. So nothing the program started is alive when the check returns.
+  4. The worker forks once more. The child becomes the program's process; the worker stays as the
+     tests' process, and only then reads the tests, from an unnamed file of their own that the
+     caller, the supervisor and the program's process have closed. So the tests' text, bytecode,
+     constants and frames never exist in the program's process: a program that walks up the stack
+     (sys._getframe, inspect), searches gc.get_objects, or reads argv, the environment or its own
+     files in /proc finds nothing of them to copy its answer from.
+  5. The program's process sets rlimits (CPU seconds, address space, processes, file size, open
+     files, no core dumps), and, when we run as root, drops to the user `nobody` before any
+     untrusted line runs. Root ignores RLIMIT_NPROC and may write any file, read any process or kill
+     it; `nobody` may not, which is what makes the limits real, and keeps the program away from the
+     tests' process and the supervisor, which keep root. Then it runs the program and answers the
+     tests' requests over two pipes (call a function, get or set an attribute, iterate) until they
+     hang up. Each answer is JSON: plain values made with C-level conversions a subclass cannot
+     override (an int subclass with its own __eq__ arrives as an int, a Counter as a dict, a
+     namedtuple as a tuple; to_wire in the harness), and a numbered handle for anything else.
+  6. The tests' process never runs a line of the program. It has the same rlimits, and is not
+     dumpable, so even a program with its uid may not read its memory, environment or files. The
+     tests run with the program's globals as they arrived: plain values of the tests' own, the
+     tests' own copy of a module (which the program cannot patch: math.isclose stays math.isclose),
+     and for a function, class, instance or generator a ProgramObject stand-in: calling it, getting
+     or setting an attribute, or iterating it is a request to the program's process. A stand-in
+     defines no comparison, so it equals only itself, and an object whose __eq__ always says True
+     makes `assert f(x) == y` and HumanEval's `check(candidate)` fail, wherever it turns up.
+     Only if the tests run to their end does the tests' process read a one-time nonce from a pipe
+     the parent filled and copy it to a second pipe. The parent says "passed" only for: exited
+     within the time limit, exit code 0, and the exact nonce. So `exit(0)`, `os._exit(0)`,
+     `sys.exit()` during the tests, printing "passed", or an atexit hook all score 0: none of them
+     can carry the nonce, which is only ever in the pipe and the tests' process.
+  7. Output goes to unnamed temporary files capped by RLIMIT_FSIZE, so a 1 GB print fails with
+     EFBIG instead of filling the caller's memory or disk: one for the program (stdout and stderr
+     together), one for the tests, which the program cannot read (a test's output may show answers).
+The price is a fresh interpreter per check, about 60 ms of one core (the two forks add little),
+and about 0.1 ms of CPU per call the tests make to the program (two JSON messages over pipes; MBPP
+tests make 3 calls, HumanEval's up to a few hundred); run_tests_batch runs one check per core.
 
 What this does NOT protect against. It is not a security boundary like a container, a VM, gVisor
 or seccomp; it stops accidents and reward hacks a model stumbles into, not a determined attacker:
-  1. The program runs in the harness's own process. Code that goes looking (sys._getframe,
-     gc.get_objects, /proc/self/fd) can find the pipes and forge the nonce, skip lines with a trace
-     function, or patch modules the tests use (e.g. math.isclose, Fraction.__eq__). We restore the
-     builtins and clear trace/profile hooks before the tests, which stops only the obvious patches.
-     Results are made plain only where the tests call something: an always-equal object still
-     gets through an attribute of a returned object (`f(x).value == 3`), a callback the program
-     receives (`sorted(xs, key=f)`), a global the tests read without calling, or a container type
-     the wrapper does not know (a dict view, an array).
+  1. The program cannot see the tests, but it sees everything they pass to it, and may remember it
+     from one call to the next. Some tests hand it the answer: HumanEval 38 and 50 call the
+     program's own encode_cyclic / encode_shift on the very text the candidate must return. The
+     tests also use any name the program defines, builtins included, because MBPP needs that (task
+     126's function is called `sum`): a program that defines `abs = lambda x: 0` passes HumanEval
+     asserts of the form `abs(candidate(x) - y) < 1e-6`. And a stand-in is truthy and equal to
+     itself, so a program that returns one object from every call passes `assert f(x) == f(y)`.
   2. Without root there is no uid drop: the program runs as you. It can then read and write your
-     files, read /proc/<parent>/environ (the caller's secrets), and os.kill(-1, 9) every process you
-     own, including the trainer. RLIMIT_NPROC counts all of your processes, not only the sandbox's.
-     It can also kill its supervisor first, and then a setsid()'d child escapes as in 4.
-  3. As `nobody` it can still read world-readable files, write world-writable places (/tmp,
-     /dev/shm) where files outlive the check, use the network, and signal other checks running as
-     `nobody` at the same moment (they would then fail). The process cap is per user, so a fork bomb
-     in one check can make a concurrent check's fork or thread fail; killed processes count until
-     their supervisor reaps them.
-  4. A process is only caught while it is a descendant of the supervisor: as root the program
+     files, read the caller's memory (where the tests' text is) and /proc/<caller>/environ (its
+     secrets), and os.kill(-1, 9) every process you own, including the trainer. RLIMIT_NPROC
+     counts all of your processes, not only the sandbox's. It can also kill its supervisor first,
+     and then a setsid()'d child escapes as in 5. (The tests' process is not dumpable, so even then
+     its memory is out of reach; killing it only makes the check fail.)
+  3. As `nobody` it can still read world-readable files, the dataset the tests came from among
+     them if it lies on this machine (keep it in a directory others may not read), write
+     world-writable places (/tmp, /dev/shm) where files outlive the check, use the network, and
+     signal other checks running as `nobody` at the same moment (they would then fail). The
+     process cap is per user, so a fork bomb in one check can make a concurrent check's fork or
+     thread fail; killed processes count until their supervisor reaps them.
+  4. Only plain values and the program's own objects can go to the program: a test that passes
+     one of its own functions (a lambda as a sort key) fails with a named TypeError, and a program
+     that changes an argument in place changes its own copy, not the tests'. No HumanEval or MBPP
+     test needs either (all 164 canonical solutions and 964 reference programs pass).
+  5. A process is only caught while it is a descendant of the supervisor: as root the program
      cannot kill the supervisor, but a helper that already runs outside (a daemon it asks over a
      socket, `at`, systemd-run) is beyond reach.
-  5. Memory is capped per process (RLIMIT_AS), not in total: N forked processes may use N times the
+  6. Memory is capped per process (RLIMIT_AS), not in total: N forked processes may use N times the
      cap, and there is no disk quota beyond RLIMIT_FSIZE per file. cgroups would fix both.
-  6. When the interpreter lives where `nobody` cannot read it (e.g. /root/.pyenv), only modules the
+  7. When the interpreter lives where `nobody` cannot read it (e.g. /root/.pyenv), only modules the
      harness imported before dropping privileges (_PRELOADED_MODULES) can be imported by the
      program; another import fails and the check scores 0. Extend the list if a dataset needs more.
 Linux only (rlimits, pidfd_open, prctl, /proc).
@@ -88,7 +109,7 @@ import time
 from dataclasses import dataclass
 
 # Standard-library modules that MBPP and HumanEval solutions import. The harness imports them while
-# it can still read the interpreter's files (see residual risk 6 in the module docstring).
+# it can still read the interpreter's files (see residual risk 7 in the module docstring).
 _PRELOADED_MODULES = (
     "_strptime", "abc", "array", "base64", "bisect", "calendar", "cmath", "collections",
     "collections.abc", "copy", "dataclasses", "datetime", "decimal", "difflib", "enum", "fractions",
@@ -119,10 +140,14 @@ class ProgramExited(Exception):
 
 
 class ProgramError(Exception):
-    """The program raised an exception that is not one of the builtin ones (or a BaseException)."""
+    """The program raised an exception of its own class, or SystemExit, or answered garbage."""
 
 
 def main():
+    # Not dumpable, from the start and in every process forked from here: without root the program
+    # runs as our uid, and could otherwise read the tests' memory, environment and open files
+    # through /proc/<pid>/mem, /environ and /fd (a file opened there before would stay readable).
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     job = json.loads(sys.stdin.buffer.read())  # stdin is now at EOF, so input() raises EOFError
     sys.set_int_max_str_digits(0)  # a result may be a huge int; the wall clock bounds the cost
 
@@ -251,9 +276,6 @@ def run_tests(job, calls, answers):
     """Run the tests against the program's process. No line of the program runs here: its
     functions and objects are ProgramObjects that send requests, and what comes back is decoded
     from JSON into plain values. When the tests run to their end, hand the nonce on."""
-    # Not dumpable: without root the program runs as our uid, and could otherwise read this
-    # process's memory, environment and open files through /proc/<pid>/mem, /environ and /fd.
-    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     for stream in (1, 2):  # the tests' prints and tracebacks go to a file the program cannot read
         os.dup2(job["tests_output_fd"], stream)
     os.close(job["tests_output_fd"])
@@ -261,12 +283,11 @@ def run_tests(job, calls, answers):
     os.close(job["tests_fd"])
     limit(job["rlimits"])  # the tests keep our uid, out of the program's reach
 
-    request, exported = connect_to_program(calls, answers)
     try:
-        globals_of_the_program = exported()
+        program_globals = connect_to_program(calls, answers)
     except ProgramExited:
         os._exit(1)  # the program's own output (a traceback, or nothing for os._exit) says why
-    namespace = {**globals_of_the_program, "__name__": "__sandbox__", "__builtins__": builtins}
+    namespace = {**program_globals, "__name__": "__sandbox__", "__builtins__": builtins}
     exec(compile(tests, "<tests>", "exec"), namespace)  # any failure raises out of here: exit code 1
 
     # The tests ran to their end. Only now fetch the nonce and hand it back.
@@ -276,8 +297,8 @@ def run_tests(job, calls, answers):
 
 
 def connect_to_program(calls, answers):
-    """request(action, target, ...), which asks the program's process to do something and
-    returns its answer as a value of the tests' own, and exported(), the program's globals."""
+    """The program's globals, from its first answer, with its functions, classes and other objects
+    as ProgramObject stand-ins that send their requests over these pipes."""
     proxies = {}
 
     class ProgramObject:
@@ -343,7 +364,7 @@ def connect_to_program(calls, answers):
             raise ProgramExited("the program's process ended before it was called") from None
         return receive_answer()
 
-    return request, receive_answer
+    return receive_answer()  # the program's first answer: its globals
 
 
 # ---------------------------------------------------------------------------- the program's process
@@ -385,25 +406,28 @@ def serve_program(job, calls, answers):
             return next(target)
         raise ValueError(f"unknown request {action!r}")
 
-    exported = {name: value for name, value in namespace.items() if not name.startswith("__")}
-    outcome = lambda: exported  # the first answer: the program's globals
-    while True:
+    def answer(action):
+        """action()'s outcome as a message: ["ok", its value as JSON] or ["raised", type name, text]."""
         try:
-            answer = to_wire(["ok", outcome()], handle_of)
+            return to_wire(["ok", action()], handle_of)
         except BaseException as error:  # the program's exception, SystemExit included
             try:
-                message = str(error)
+                text = str(error)
             except BaseException:
-                message = ""
-            answer = ["raised", type(error).__name__, message]
-        flush_output()
-        send(answers, answer)
+                text = ""
+            return ["raised", type(error).__name__, text]
+
+    exported = {name: value for name, value in namespace.items() if not name.startswith("__")}
+    send(answers, answer(lambda: exported))  # the first answer: the program's globals
+    while True:
         try:
             request = from_wire(receive(calls), objects.__getitem__)
         except EOFError:  # the tests are over
             flush_output()
             os._exit(0)
-        outcome = lambda: perform(*request)
+        message = answer(lambda: perform(*request))
+        flush_output()  # the program's prints, in order with the tests' calls
+        send(answers, message)
 
 
 # ---------------------------------------------------------------------------------- the wire format
@@ -647,7 +671,7 @@ def check_program(program: str, tests: str, timeout_s: float = 5.0, memory_mb: i
 
 def _resource_limits(timeout_s: float, memory_mb: int) -> dict[str, tuple[int, int]]:
     """(soft, hard) per rlimit. The CPU limit is a backstop a second behind the wall clock: it
-    ends a spinning process that escaped the group kill (residual risk 4)."""
+    ends a spinning process that escaped the group kill (residual risk 5)."""
     cpu_s = math.ceil(timeout_s) + 1
     return {
         "RLIMIT_CPU": (cpu_s, cpu_s + 1),  # SIGXCPU at soft, SIGKILL at hard

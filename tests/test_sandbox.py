@@ -1,6 +1,8 @@
 """Tests for sandbox.py: code extraction, honest pass/fail on small HumanEval- and MBPP-style
 problems, hostile programs, attempts to fake success (exit codes, patched asserts, objects that
-equal everything), and processes that try to outlive their check. CPU only, ~30 s on 2 cores.
+equal everything), programs that look for their tests (frames, gc, /proc) to copy the answer, what
+crosses between the tests' process and the program's, and processes that try to outlive their
+check. CPU only, a few minutes on 2 busy cores.
 
 Every hostile test is bounded (short timeouts, a limited number of forks) and only ever targets
 files and processes the test itself created, so a broken sandbox fails the test, not the machine.
