@@ -128,7 +128,7 @@ _OUTPUT_TAIL_BYTES = 8 * 2**10  # how much of the output we keep for debugging (
 # supervisor, the tests' process, and below it the program's process, which serves the tests'
 # calls over two pipes and never holds the tests' text (see the module docstring).
 _HARNESS = r'''
-import builtins, collections, ctypes, decimal, fractions, gc, json, os, resource, signal, sys, traceback
+import ast, builtins, collections, ctypes, decimal, fractions, gc, json, os, resource, signal, sys, traceback
 
 BUILTINS = dict(vars(builtins))  # the pristine builtins, kept so that the ids below stay theirs
 BUILTIN_NAMES = {id(value): name for name, value in BUILTINS.items()}
@@ -283,8 +283,12 @@ def run_tests(job, calls, answers):
     os.close(job["tests_fd"])
     limit(job["rlimits"])  # the tests keep our uid, out of the program's reach
 
+    # Only the globals the tests name are sent over (a program may keep a table of a million
+    # primes that they never read; a name only inside a string, as in eval("f(1)"), is missed).
+    # The program learns which of its own names those are.
+    named = {node.id for node in ast.walk(ast.parse(tests)) if isinstance(node, ast.Name)}
     try:
-        program_globals = connect_to_program(calls, answers)
+        program_globals = connect_to_program(calls, answers, named)
     except ProgramExited:
         os._exit(1)  # the program's own output (a traceback, or nothing for os._exit) says why
     namespace = {**program_globals, "__name__": "__sandbox__", "__builtins__": builtins}
@@ -296,9 +300,9 @@ def run_tests(job, calls, answers):
     os._exit(0)
 
 
-def connect_to_program(calls, answers):
-    """The program's globals, from its first answer, with its functions, classes and other objects
-    as ProgramObject stand-ins that send their requests over these pipes."""
+def connect_to_program(calls, answers, named):
+    """The program's globals whose names are in `named`, with its functions, classes and other
+    objects as ProgramObject stand-ins that send their requests over these pipes."""
     proxies = {}
 
     class ProgramObject:
@@ -364,7 +368,10 @@ def connect_to_program(calls, answers):
             raise ProgramExited("the program's process ended before it was called") from None
         return receive_answer()
 
-    return receive_answer()  # the program's first answer: its globals
+    names = receive_answer()  # the program's first answer: the names of its globals
+    if type(names) is not list:
+        raise ProgramError("a garbled answer from the program")
+    return {name: request("global", name) for name in names if type(name) is str and name in named}
 
 
 # ---------------------------------------------------------------------------- the program's process
@@ -393,6 +400,8 @@ def serve_program(job, calls, answers):
         return {"handle": handles[id(value)]}
 
     def perform(action, target, *rest):
+        if action == "global":
+            return exported[target]
         if action == "call":
             args, kwargs = rest
             return target(*args, **kwargs)
@@ -418,7 +427,7 @@ def serve_program(job, calls, answers):
             return ["raised", type(error).__name__, text]
 
     exported = {name: value for name, value in namespace.items() if not name.startswith("__")}
-    send(answers, answer(lambda: exported))  # the first answer: the program's globals
+    send(answers, answer(lambda: list(exported)))  # the first answer: the names of its globals
     while True:
         try:
             request = from_wire(receive(calls), objects.__getitem__)

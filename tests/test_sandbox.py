@@ -717,6 +717,14 @@ def test_the_programs_objects_work_from_the_tests():
     assert result.passed, result.output
 
 
+def test_only_the_globals_the_tests_name_are_sent():
+    # The tests never read TABLE. Sending all globals took about 1.5 s per million ints (a busy
+    # 2-core machine), so this check timed out when every global was sent.
+    program = "TABLE = list(range(10**7))\n" + GOOD_PROGRAM
+    result = check_program(program, ADD_TESTS, timeout_s=4)
+    assert result.passed, result
+
+
 def test_the_tests_cannot_hand_the_program_their_own_functions():
     # A limitation, named: nothing of the tests' runs in the program's process (no dataset needs it).
     result = check_program("def apply(f, x):\n    return f(x)\n", "assert apply(lambda x: x + 1, 1) == 2\n")
