@@ -38,7 +38,7 @@ How one check works (`check_program`):
      namedtuple as a tuple; to_wire in the harness), and a numbered handle for anything else.
   6. The tests' process never runs a line of the program. It has the same rlimits, and is not
      dumpable, so even a program with its uid may not read its memory, environment or files. The
-     tests run with the program's globals as they arrived: plain values of the tests' own, the
+     tests run with the program's globals that they name, as they arrived: plain values, the
      tests' own copy of a module (which the program cannot patch: math.isclose stays math.isclose),
      and for a function, class, instance or generator a ProgramObject stand-in: calling it, getting
      or setting an attribute, or iterating it is a request to the program's process. A stand-in
@@ -52,19 +52,20 @@ How one check works (`check_program`):
   7. Output goes to unnamed temporary files capped by RLIMIT_FSIZE, so a 1 GB print fails with
      EFBIG instead of filling the caller's memory or disk: one for the program (stdout and stderr
      together), one for the tests, which the program cannot read (a test's output may show answers).
-The price is a fresh interpreter per check, about 60 ms of one core (the two forks add little),
+The price is a fresh interpreter per check, about 60 ms of one core (the second fork adds little),
 and about 0.1 ms of CPU per call the tests make to the program (two JSON messages over pipes; MBPP
 tests make 3 calls, HumanEval's up to a few hundred); run_tests_batch runs one check per core.
 
 What this does NOT protect against. It is not a security boundary like a container, a VM, gVisor
 or seccomp; it stops accidents and reward hacks a model stumbles into, not a determined attacker:
-  1. The program cannot see the tests, but it sees everything they pass to it, and may remember it
-     from one call to the next. Some tests hand it the answer: HumanEval 38 and 50 call the
-     program's own encode_cyclic / encode_shift on the very text the candidate must return. The
-     tests also use any name the program defines, builtins included, because MBPP needs that (task
-     126's function is called `sum`): a program that defines `abs = lambda x: 0` passes HumanEval
-     asserts of the form `abs(candidate(x) - y) < 1e-6`. And a stand-in is truthy and equal to
-     itself, so a program that returns one object from every call passes `assert f(x) == f(y)`.
+  1. The program cannot see the tests, but it sees everything they pass to it, may remember it
+     from one call to the next, and learns which of its globals they name. Some tests hand it the
+     answer: HumanEval 38 and 50 call the program's own encode_cyclic / encode_shift on the very
+     text the candidate must return. The tests also use any name the program defines, builtins
+     included, because MBPP needs that (task 126's function is called `sum`): a program that
+     defines `abs = lambda x: 0` passes HumanEval asserts of the form `abs(candidate(x) - y) < 1e-6`.
+     And a stand-in is truthy and equal to itself, so a program that returns one object from
+     every call passes `assert f(x)` and `assert f(x) == f(y)`.
   2. Without root there is no uid drop: the program runs as you. It can then read and write your
      files, read the caller's memory (where the tests' text is) and /proc/<caller>/environ (its
      secrets), and os.kill(-1, 9) every process you own, including the trainer. RLIMIT_NPROC
@@ -80,7 +81,7 @@ or seccomp; it stops accidents and reward hacks a model stumbles into, not a det
   4. Only plain values and the program's own objects can go to the program: a test that passes
      one of its own functions (a lambda as a sort key) fails with a named TypeError, and a program
      that changes an argument in place changes its own copy, not the tests'. No HumanEval or MBPP
-     test needs either (all 164 canonical solutions and 964 reference programs pass).
+     test needs either: the 164 HumanEval canonical solutions and 964 MBPP reference programs pass.
   5. A process is only caught while it is a descendant of the supervisor: as root the program
      cannot kill the supervisor, but a helper that already runs outside (a daemon it asks over a
      socket, `at`, systemd-run) is beyond reach.
