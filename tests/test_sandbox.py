@@ -1,6 +1,8 @@
 """Tests for sandbox.py: code extraction, honest pass/fail on small HumanEval- and MBPP-style
 problems, hostile programs, attempts to fake success (exit codes, patched asserts, objects that
-equal everything), and processes that try to outlive their check. CPU only, ~30 s on 2 cores.
+equal everything), programs that look for their tests (frames, gc, /proc) to copy the answer, what
+crosses between the tests' process and the program's, and processes that try to outlive their
+check. CPU only, a few minutes on 2 busy cores.
 
 Every hostile test is bounded (short timeouts, a limited number of forks) and only ever targets
 files and processes the test itself created, so a broken sandbox fails the test, not the machine.
@@ -483,6 +485,250 @@ def test_plain_results_keep_working():
     """)
     result = check_program(program, tests)
     assert result.passed, result.output
+
+
+# ------------------------------------------------------------------ programs that read their tests
+# Each program below looks for the number the tests compare with, where the tests used to be
+# reachable (the program and the tests shared a process) or might be (argv, the environment, open
+# files, /proc of its ancestors), and returns it. The first five scored 1.0 before the tests got a
+# process of their own; the others guard against a leak through the new plumbing. The number is
+# one nobody computes by accident: 3 * 1047197551.
+
+SECRET_TESTS = {
+    "MBPP": "assert magic(3) == 3141592653\n",
+    "HumanEval": "def check(candidate):\n    assert candidate(3) == 3141592653\n\ncheck(magic)\n",
+}
+HONEST_MAGIC = "def magic(n):\n    return n * 1047197551\n"
+FIND_THE_SECRET = textwrap.dedent("""
+    import gc, os, re, sys, types
+
+    def best(found):
+        # The tests compare with a 10-digit number: return the first one found
+        for value in found:
+            if type(value) is int and 10**9 < value < 10**10:
+                return value
+            if isinstance(value, (str, bytes)):
+                digits = re.search(rb"== ?(\\d{10})\\b" if isinstance(value, bytes) else r"== ?(\\d{10})\\b", value)
+                if digits:
+                    return int(digits.group(1))
+        return 0
+
+    def constants(code):
+        for value in code.co_consts:
+            yield from constants(value) if isinstance(value, types.CodeType) else [value]
+
+    def read(path, limit=2**20):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return b""
+        try:
+            return os.pread(fd, limit, 0)
+        except OSError:
+            try:
+                return os.read(fd, limit)
+            except OSError:
+                return b""
+        finally:
+            os.close(fd)
+
+    def ancestors():
+        pid = os.getpid()
+        while pid > 1:
+            yield pid
+            stat = read(f"/proc/{pid}/stat").decode()
+            pid = int(stat.rsplit(")", 1)[1].split()[1]) if stat else 1
+""")
+HOSTILE_READERS = {
+    "sys._getframe and f_back": """
+        def search():
+            frame = sys._getframe(1)
+            while frame is not None:
+                yield from constants(frame.f_code)
+                yield from frame.f_locals.values()
+                frame = frame.f_back
+    """,
+    "inspect.stack": """
+        import inspect
+        def search():
+            for info in inspect.stack():
+                yield from constants(info.frame.f_code)
+                yield from info.frame.f_locals.values()
+    """,
+    "the caller's globals": """
+        def search():
+            frame = sys._getframe(1)
+            while frame is not None:
+                for value in list(frame.f_globals.values()):
+                    yield from constants(value.__code__) if isinstance(value, types.FunctionType) else [value]
+                frame = frame.f_back
+    """,
+    "gc.get_objects": """
+        def search():
+            for value in gc.get_objects():
+                if isinstance(value, types.FunctionType):
+                    yield from constants(value.__code__)
+                elif isinstance(value, dict):
+                    yield from [item for item in list(value.values()) if isinstance(item, (str, bytes))]
+    """,
+    "gc.get_referrers": """
+        def search():
+            for holder in gc.get_referrers(magic):
+                if isinstance(holder, types.FrameType):
+                    yield from constants(holder.f_code)
+                elif isinstance(holder, dict):
+                    for value in list(holder.values()):
+                        yield from constants(value.__code__) if isinstance(value, types.FunctionType) else [value]
+    """,
+    "argv, environment, cmdline and environ in /proc": """
+        def search():
+            yield from map(str, sys.argv)
+            yield from os.environ.values()
+            for pid in ancestors():
+                yield read(f"/proc/{pid}/cmdline").replace(b"\\0", b" ")
+                yield read(f"/proc/{pid}/environ").replace(b"\\0", b" ")
+    """,
+    "files: the directory, /proc/PID/fd of self and ancestors": """
+        def search():
+            for directory in {os.getcwd(), os.environ.get("HOME", "."), os.environ.get("TMPDIR", ".")}:
+                for root, _, files in os.walk(directory):
+                    yield from (read(os.path.join(root, name)) for name in files)
+            for pid in ancestors():
+                try:
+                    fds = os.listdir(f"/proc/{pid}/fd")
+                except OSError:
+                    continue
+                yield from (read(f"/proc/{pid}/fd/{fd}") for fd in fds)
+    """,
+    "/proc/PID/mem of self and ancestors": """
+        def search():
+            for pid in ancestors():
+                try:
+                    maps = open(f"/proc/{pid}/maps").read().splitlines()
+                    mem = open(f"/proc/{pid}/mem", "rb")
+                except OSError:
+                    continue
+                with mem:
+                    for line in maps:
+                        span, permissions = line.split()[:2]
+                        start, end = (int(part, 16) for part in span.split("-"))
+                        if permissions.startswith("rw") and end - start < 2**28:
+                            try:
+                                mem.seek(start)
+                                yield mem.read(end - start)
+                            except (OSError, OverflowError, ValueError):
+                                pass
+    """,
+}
+HOSTILE_READERS = {name: FIND_THE_SECRET + textwrap.dedent(search) + "\ndef magic(n):\n    return best(search())\n"
+                   for name, search in HOSTILE_READERS.items()}
+
+
+@pytest.mark.parametrize("style", SECRET_TESTS)
+@pytest.mark.parametrize("name", HOSTILE_READERS)
+def test_programs_that_read_their_tests_score_zero(name, style):
+    if name.startswith("/proc/PID/mem") and os.geteuid() != 0:
+        pytest.skip("without root the program may read its caller's memory: a documented residual risk")
+    assert run_tests(HONEST_MAGIC, SECRET_TESTS[style])  # control: the tests can pass
+    result = check_program(HOSTILE_READERS[name], SECRET_TESTS[style], timeout_s=10)
+    assert not result.passed, result.output
+    assert "AssertionError" in result.output  # the search ran to its end and found nothing
+
+
+# ------------------------------------------------- the tests' process: what crosses, what cannot
+
+
+# name: (the program's patch, a test it would make pass). The program and the tests used to share
+# their modules; now the tests import their own, and get their own copy even of a module they take
+# from the program's globals without importing it (MBPP 596 uses the program's `sys`).
+PATCHES = {
+    "math.isclose": ("import math\nmath.isclose = lambda *args, **kwargs: True\n", "assert math.isclose(add(1, 2), 3)\n"),
+    "Fraction.__eq__": ("import fractions\nfractions.Fraction.__eq__ = lambda self, other: True\n",
+                        "assert fractions.Fraction(add(1, 2), 1) == 3\n"),
+    "builtins.abs": ("import builtins\nbuiltins.abs = lambda x: 0\n", "assert abs(add(1, 2) - 3) < 1e-9\n"),
+}
+
+
+@pytest.mark.parametrize("name", PATCHES)
+@pytest.mark.parametrize("imports", ["import fractions, math\n", ""])
+def test_the_program_cannot_patch_what_the_tests_use(name, imports):
+    patch, test = PATCHES[name]
+    program = "import fractions, math\n" + patch
+    assert run_tests(program + GOOD_PROGRAM, imports + test)  # control
+    result = check_program(program + WRONG_PROGRAM, imports + test)
+    assert not result.passed, result.output
+
+
+def test_values_cross_between_the_processes_intact():
+    tests = textwrap.dedent("""
+        import collections, decimal, fractions, math
+        values = [None, True, 0, -(10**5000), 2.5, float("inf"), 1 + 2j, "\\u00e9\\u2603\\ud800", b"\\x00\\xff",
+                  bytearray(b"ab"), [1, [2, ()]], (1, (2,)), {1, 2}, frozenset({3}), {(1, 2): {"a": [None]}, 3: 4},
+                  collections.deque([1, 2], maxlen=3), fractions.Fraction(1, 3), decimal.Decimal("0.1"), int, len]
+        for value in values:
+            back = echo(value)
+            assert type(back) is type(value) and back == value, (value, back)
+        assert math.isnan(echo(float("nan"))) and math.copysign(1, echo(-0.0)) == -1
+        assert echo(collections.deque([1], maxlen=3)).maxlen == 3
+        assert echo(x=5) == 5
+    """)
+    result = check_program("def echo(value=None, x=None):\n    return value if x is None else x\n", tests)
+    assert result.passed, result.output
+
+
+def test_the_programs_objects_work_from_the_tests():
+    # They stay in the program's process; the tests hold stand-ins that forward calls, attributes
+    # and iteration (MBPP builds trees from the program's Node class, and passes Pair objects back).
+    program = textwrap.dedent("""
+        class Node:
+            def __init__(self, value):
+                self.value, self.left = value, None
+        def depth(node):
+            return 0 if node is None else 1 + depth(node.left)
+        def values(nodes):
+            return [node.value for node in nodes]
+        def countdown(n):
+            while n > 0:
+                yield n
+                n -= 1
+        def parse(text, base=10):
+            return int(text, base)
+        def keep(items, kind):
+            return [item for item in items if isinstance(item, kind)]
+    """)
+    tests = textwrap.dedent("""
+        root = Node(1)
+        root.left = Node(2)
+        root.left.left = Node(3)
+        assert depth(root) == 3 and root.left.value == 2
+        assert values([Node(5), Node(6)]) == [5, 6]
+        numbers = countdown(3)
+        assert next(numbers) == 3 and list(numbers) == [2, 1]
+        assert parse("ff", base=16) == 255
+        try:
+            parse("x")
+            assert False, "no ValueError"
+        except ValueError as error:  # the program's exceptions arrive as the builtin type
+            assert "invalid literal" in str(error)
+        assert keep((1, "a", 2.5), int) == [1]  # builtin types as arguments, as MBPP 533 passes them
+        assert root == root and root != Node(1) and root.left is root.left  # each equals only itself
+    """)
+    result = check_program(program, tests)
+    assert result.passed, result.output
+
+
+def test_only_the_globals_the_tests_name_are_sent():
+    # The tests never read TABLE. Sending all globals took about 1.5 s per million ints (a busy
+    # 2-core machine), so this check timed out when every global was sent.
+    program = "TABLE = list(range(10**7))\n" + GOOD_PROGRAM
+    result = check_program(program, ADD_TESTS, timeout_s=4)
+    assert result.passed, result
+
+
+def test_the_tests_cannot_hand_the_program_their_own_functions():
+    # A limitation, named: nothing of the tests' runs in the program's process (no dataset needs it).
+    result = check_program("def apply(f, x):\n    return f(x)\n", "assert apply(lambda x: x + 1, 1) == 2\n")
+    assert not result.passed and "only plain values" in result.output, result.output
 
 
 # ------------------------------------------------------------ nothing the program starts outlives it
