@@ -42,4 +42,6 @@ def test_mbpp_reference_programs_pass():
     problems = load_problems("code", "train", os.path.join(DATA, "mbpp.jsonl"))
     code = {str(r["task_id"]): r["code"] for r in rows("mbpp.jsonl")}
     assert len(problems) == 964  # 974 less the few-shot pool, tasks 1-10
-    assert code_rewards([code[p.id] for p in problems], [p.answer for p in problems]) == [1.0] * 964
+    # A generous limit: this checks that the references pass, not how fast. Task 123 (amicable numbers
+    # below 9999) needs ~3.5 s of the training limit (5 s) on an idle 2-core machine, ~10 s on a busy one.
+    assert code_rewards([code[p.id] for p in problems], [p.answer for p in problems], timeout_s=30.0) == [1.0] * 964
