@@ -6,8 +6,9 @@ The GPU check: every GPU path of the project once, in about 8 minutes on one H10
     bash .ci/gpu.sh --only=sampler,compile   # some of them (names below)
 
 Each check prints one line, `PASS name: figure`, `FAIL name: reason` or `SKIP name: reason`, in this
-order; the lines also go to $OUT/gpu_check.txt ($OUT set) or out/gpu_check.txt, and the exit status
-is 1 if any check failed.
+order; the lines also go to $OUT/gpu_check.txt ($OUT set) or out/gpu_check.txt, the commands' output
+to gpu_check.log beside it. The exit status is 1 if any check failed. Each check has a time budget
+(SCALES), and the GPU run stops starting checks at TOTAL_BUDGET_S, so it ends within 8 minutes.
 
  1. sampler       engine.Sampler decodes with bf16 weights and a bf16 KV cache, and a left-padded row
                   gets what the same prompt gets alone
@@ -111,6 +112,11 @@ class Run:
         self.work = os.path.join(ROOT, "out", "gpu_check")
         self.state = None
         self.bf16_gap = None  # check_sampler's bf16-vs-fp32 log-prob gap: the rounding scale of bf16 decoding
+        self.check_deadline = math.inf  # when the running check's time budget ends
+
+    def left(self):
+        """Seconds left in the running check's budget: what a subprocess it starts may use."""
+        return max(1.0, self.check_deadline - time.time())
 
     def release(self):
         """Free the shared models before the checks that start processes of their own."""
@@ -477,6 +483,7 @@ def run_cli(args, log, timeout, env=None):
     `log`; on a timeout or an interruption the whole group is killed. Returns (returncode, output)."""
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(args)}\n")
+    started = time.perf_counter()
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})}, start_new_session=True)
     try:
@@ -491,7 +498,7 @@ def run_cli(args, log, timeout, env=None):
             proc.wait()
         raise
     with open(log, "a") as f:
-        f.write(out)
+        f.write(f"{out}[exit {proc.returncode} after {time.perf_counter() - started:.1f} s]\n")
     return proc.returncode, out
 
 
@@ -660,10 +667,11 @@ def main(argv):
         sys.exit("error: no CUDA device; run `bash .ci/gpu.sh --cpu` for the CPU version of these checks")
     shutil.rmtree(run.work, ignore_errors=True)
     os.makedirs(run.work)
-    run.log = os.path.join(run.work, "gpu_check.log")
     results_dir = os.environ.get("OUT") or os.path.join(ROOT, "out")
     os.makedirs(results_dir, exist_ok=True)
     results = os.path.join(results_dir, "gpu_check.txt")
+    run.log = os.path.join(results_dir, "gpu_check.log")  # every command's output, for a FAIL's details
+    open(run.log, "w").close()
     total = TOTAL_BUDGET_S if not cpu else sum(run.scale["budgets"].values())
     deadline = started + total
     lines = []
@@ -691,8 +699,7 @@ def main(argv):
             report(f"FAIL {name}: not run, the {total} s budget of the whole check was spent")
             failed = True
             continue
-        run.left = lambda: max(1.0, check_deadline - time.time())  # what a subprocess may still use
-        check_deadline = time.time() + budget
+        run.check_deadline = time.time() + budget
         signal.alarm(int(math.ceil(budget)))
         t = time.time()
         try:
