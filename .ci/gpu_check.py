@@ -376,6 +376,10 @@ def check_compile(run):
     settings = dict(max_new_tokens=s["compile_new"], temperature=0, end_ids=[-1], pad_id=0, batch_size=64)
     steps = s["compile_new"] * math.ceil(len(prompts) / 64)
 
+    def sync():
+        if not run.cpu:
+            torch.cuda.synchronize()
+
     def timed(fn):
         sync()
         t = time.perf_counter()
@@ -383,9 +387,6 @@ def check_compile(run):
         sync()
         return time.perf_counter() - t, out
 
-    def sync():
-        if not run.cpu:
-            torch.cuda.synchronize()
     eager = st.sampler if not run.cpu else Sampler(st.policy, dtype=None)  # CPU: fp32, as compile's copy is
     real_compile = torch.compile
     if run.cpu:
@@ -397,23 +398,25 @@ def check_compile(run):
         compiled = Sampler(st.policy, dtype=None, compile=True)
     finally:
         torch.compile = real_compile
-    eager.sample(prompts[:1], **{**settings, "max_new_tokens": 2})  # warm the eager path
-    t_eager, (ref_tokens, _, ref_lp) = timed(lambda: eager.sample(prompts, **settings))
-    t_first, _ = timed(lambda: compiled.sample(prompts, **settings))
-    t_compiled, (tokens, _, lp) = timed(lambda: compiled.sample(prompts, **settings))
-    graphs_before = compile_counters()["graphs"]
-    timed(lambda: compiled.sample(shorter, **settings))
-    c = compile_counters()
+    try:
+        eager.sample(prompts[:1], **{**settings, "max_new_tokens": 2})  # warm the eager path
+        t_eager, (ref_tokens, _, ref_lp) = timed(lambda: eager.sample(prompts, **settings))
+        t_first, _ = timed(lambda: compiled.sample(prompts, **settings))
+        t_compiled, (tokens, _, lp) = timed(lambda: compiled.sample(prompts, **settings))
+        graphs_before = compile_counters()["graphs"]
+        timed(lambda: compiled.sample(shorter, **settings))
+        c = compile_counters()
+    finally:  # the compiled copy and its CUDA graphs' memory go before the memory check
+        del compiled
+        torch._dynamo.reset()
+        if not run.cpu:
+            torch.cuda.empty_cache()
     compared, equal, same_rows, worst = compare_greedy(ref_tokens, ref_lp, tokens, lp)
     # Compiled kernels round differently from eager ones: allowed the bf16 rounding scale, as padding is.
     tolerance = max(2 * run.bf16_gap, 0.02) if run.bf16_gap is not None else 0.1
     check(worst <= tolerance, f"compiled log-probs differ from eager by {worst:.4f} nats > {tolerance:.4f}")
     check(c["graphs"] == graphs_before, f"prompts in the same cache-length bucket compiled again "
                                         f"({graphs_before} -> {c['graphs']} graphs)")
-    del compiled
-    torch._dynamo.reset()
-    if not run.cpu:
-        torch.cuda.empty_cache()
     graphs = "inductor + CUDA graphs" if not run.cpu else "dynamo, eager backend (inductor, CUDA graphs: SKIP on the CPU)"
     return (f"{graphs}; {len(prompts)} rows x {s['compile_new']} new tokens: {same_rows}/{len(prompts)} rows identical "
             f"to eager, {equal}/{compared} tokens equal before the first near-tie, max |dlogp| {worst:.4f} <= "
