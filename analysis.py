@@ -3,7 +3,7 @@ The paper's analyses beyond its Table 2, on recorded results (no model here): ev
 models and calls these. A file of its own because none of it samples or trains: it is pure functions
 on lists of answers and metrics files, tested on known strings and numbers (tests/test_evaluate.py).
 
-    edit_distance_ratio, ratio_histogram     does the model change its answer at all? (PAPER.md, Metrics)
+    edit_distance_ratio, ratio_histogram     does the model change its answer at all? (the paper's edit-distance ratio)
     majority_vote, compute_budget_curve      inference-time compute: K parallel vs K/2 x 2 sequential
     results_table, plot_results              several runs side by side in the paper's format
     plot_training_curves                     reward per attempt over training, from the runs' logs
@@ -61,7 +61,7 @@ def edit_distance(a, b):
 
 
 def edit_distance_ratio(a, b):
-    """Edit distance over summed lengths (PAPER.md, Metrics): 0 for a copy, 1 for nothing in common."""
+    """Edit distance over summed lengths (the paper's edit-distance ratio): 0 for a copy, 1 for nothing in common."""
     return edit_distance(a, b) / (len(a) + len(b)) if a or b else 0.0
 
 
@@ -131,7 +131,7 @@ def vote_is_correct(samples, equiv):
 
 
 def compute_budget_curve(parallel, sequential, budgets, equiv):
-    """Majority-vote accuracy at equal generation budgets K (PAPER.md, inference-time compute).
+    """Majority-vote accuracy at equal generation budgets K (the paper's inference-time compute experiment).
 
     parallel:   per problem, >= K (answer, correct) pairs of independent attempt-1 samples
     sequential: per problem, >= K/2 episodes, each ((answer1, correct1), (answer2, correct2))

@@ -1,5 +1,5 @@
 """
-The paper's supervised baselines: fine-tune on correction traces instead of running RL (PAPER.md:
+The paper's supervised baselines: fine-tune on correction traces instead of running RL (the paper's
 "Supervised fine-tuning on correction traces (STaR, Pair-SFT) also fails: it either mismatches the
 model's own mistakes (distribution shift) or collapses to 'change nothing'").
 

@@ -1,6 +1,6 @@
 """
 Evaluate self-correction: greedy attempt 1, the instruction, greedy attempt 2, and the paper's
-metrics (PAPER.md, Metrics), all fractions of the whole test set:
+metrics (Table 2), all fractions of the whole test set:
 
     Acc@t1, Acc@t2             accuracy of attempt 1 and attempt 2
     delta       = Acc@t2 - Acc@t1
@@ -174,7 +174,7 @@ def write_results(path, records):
 
 
 def evaluate_attempts(cfg, model, tokenizer, task, problems, name, first_attempts=None):
-    """Greedy decoding for every attempt (PAPER.md, Hyperparameters: evaluation at temperature 0).
+    """Greedy decoding for every attempt (the paper evaluates at temperature 0).
     Writes the per-problem JSONL and returns Table 2's metrics plus the per-turn flows.
     Under torchrun each rank decodes every world_size-th problem; rank 0 gathers them back into the
     test set's order, so the file and the table are those of one process (other ranks get None)."""

@@ -10,7 +10,7 @@ messages into tokens, and compute per-token log-probabilities.
     (sampling lives in engine.py; the scripts' shared plumbing in plumbing.py)
 
 token_logprobs never builds the [batch, tokens, vocab] log-softmax of a whole batch: with Qwen's
-151,936-token vocabulary that tensor alone is 20 GB for 64 x 512 tokens in bf16 (PAPER.md, pitfalls).
+151,936-token vocabulary that tensor alone is 20 GB for 64 x 512 tokens in bf16.
 It projects hidden states to logits a chunk of tokens at a time and keeps only the chosen token's
 log-prob; under autograd each chunk is checkpointed, so backward recomputes its logits instead of
 storing them. Peak extra memory is chunk_tokens x vocab, whatever the batch.

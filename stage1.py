@@ -5,7 +5,7 @@ Stage I of SCoRe: learn to correct on attempt 2 while attempt 1 stays close to t
             (attempt 2 keeps the small default KL beta1 of Eq. 2)
 
 Only attempt 2 is rewarded. The strong KL on attempt 1 stops the cheap way out, improving attempt 1
-and copying it, so Stage II starts from a policy whose two attempts are not coupled (PAPER.md).
+and copying it, so Stage II starts from a policy whose two attempts are not coupled.
 This file also holds the REINFORCE update of Eq. 2 that both stages use (`reinforce_update`).
 
 Reads:  a base model (--model: hub id, folder or .gguf), training problems (--task, --train_data)
@@ -40,7 +40,7 @@ Where this departs from the paper:
    These settings have not been run on a GPU yet (README, "A real model").
 7. Sampling and training compute with different numerics (engine.py samples from a bf16 copy of the
    fp32 policy on a GPU), so each token's policy-gradient term is weighted by the truncated importance
-   weight min(pi / pi_sampler, C), C = 2 (Yao et al. 2025; PAPER.md; --is_clip 0: off). The reference
+   weight min(pi / pi_sampler, C), C = 2 (Yao et al. 2025; --is_clip 0: off). The reference
    is kept in fp32 under the policy's autocast, so the KL is exactly 0 before the first update.
 8. --preset smol_cpu: --preset smol on 2 CPU cores (README, "A real model on a CPU"). 16 episodes a
    step (4 problems x k = 4) instead of 128, so that a step takes seconds to a minute, not minutes;
@@ -110,7 +110,7 @@ class Config:
     grad_clip: float = 1.0
     """max gradient norm"""
     is_clip: float = 2.0
-    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (PAPER.md, numerics); 0: off"""
+    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (Yao et al. 2025); 0: off"""
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, ~30 % more compute"""
     bf16: str = "auto"
@@ -165,8 +165,7 @@ def rloo_advantages(rewards, k):
 
 def truncated_importance_weights(logp, sampler_logp, clip):
     """Token-level truncated importance sampling (Yao et al. 2025, "Your efficient RL framework
-    secretly brings you off-policy RL training"; the correction verl and OpenRLHF adopt; PAPER.md,
-    "Sampling and training with different numerics"):
+    secretly brings you off-policy RL training"; the correction verl and OpenRLHF adopt):
         w_t = min(pi_theta(y_t) / pi_sampler(y_t), C)      no gradient through w
     The sampler (engine.py: bf16 weights, KV cache) and the trainer (token_logprobs: fp32 master
     weights under autocast, one full forward) compute slightly different numbers, so the tokens

@@ -11,7 +11,7 @@ The REINFORCE update itself is Stage I's (stage1.reinforce_update, Eq. 2).
 
 Reads:  {out_dir}/stage1/ (the Stage I checkpoint; its score_config.json names the base model,
         which stays the KL reference pi_ref) and the same training problems
-Writes: {out_dir}/stage2/ (the checkpoint with the highest training reward, PAPER.md),
+Writes: {out_dir}/stage2/ (the checkpoint with the highest training reward, as the paper picks it),
         {out_dir}/logs/stage2.jsonl, {out_dir}/logs/stage2_samples.jsonl
         {out_dir}/stage2_last/ (the latest weights + training_state.pt, what --resume true continues from)
 Run:    python stage2.py                  # after python stage1.py, one GPU
@@ -87,7 +87,7 @@ class Config:
     grad_clip: float = 1.0
     """max gradient norm"""
     is_clip: float = 2.0
-    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (PAPER.md, numerics); 0: off"""
+    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (Yao et al. 2025); 0: off"""
     gradient_checkpointing: bool = True
     """recompute activations in backward: less memory, more compute"""
     bf16: str = "auto"
@@ -183,7 +183,7 @@ def main(cfg):
         # 7. log (rank 0, for every rank's episodes)
         log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path,
                  samples_path, cfg.sample_every, shard)
-        # 8. checkpoint: keep the one with the highest training reward (PAPER.md), and the latest to resume
+        # 8. checkpoint: keep the one with the highest training reward (as the paper does), and the latest to resume
         # from. The reward is the whole batch's r1 + r2 (r1 alone with --single_turn), same on every rank.
         window.append(sum(all_gather(episodes.rewards.sum(0).mean().item())) / world_size)
         if step % cfg.save_every == 0 or step == cfg.steps:

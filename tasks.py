@@ -4,7 +4,7 @@ reads, which self-correction instruction p follows attempt 1, and which verifier
 
     arithmetic  a synthetic "what is a + b?" task, made in-process: the CPU tutorial's task, and a
                 cheap one for checking a real small model (any answer is an integer)
-    math        MATH (PAPER.md, Data): train on the 12,000-problem Lightman split, test on MATH500
+    math        MATH (the paper's data): train on the 12,000-problem Lightman split, test on MATH500
     code        MBPP (3-shot) for training, HumanEval for testing, scored by running the tests
 
 Data is downloaded once from its public home and cached under ~/.cache/score (or $SCORE_CACHE), or
@@ -154,7 +154,7 @@ def mbpp_problem(row, where):
 def humaneval_problem(row, where):
     if not {"task_id", "prompt", "test", "entry_point"} <= set(row):
         raise UsageError(f"{where}: a HumanEval row needs 'task_id', 'prompt', 'test', 'entry_point'")
-    # The tests are never shown to the model (PAPER.md, Data); they run after its program.
+    # The tests are never shown to the model (as in the paper); they run after its program.
     return Problem(id=row["task_id"], question=row["prompt"], answer=f"{row['test']}\ncheck({row['entry_point']})")
 
 
