@@ -1,5 +1,6 @@
 """
-The SCoRe episode (the paper's two-attempt setup, with the prompts of its Appendix C): attempt 1, the self-correction instruction, attempt 2.
+The SCoRe episode (the paper's two-attempt setup, with the prompts of its Appendix C): attempt 1,
+the self-correction instruction, attempt 2.
 
     x1 = problem with the task prompt          y1 ~ pi(. | x1)
     x2 = [x1, y1, p]  (p = the instruction)    y2 ~ pi(. | x2)
