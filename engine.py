@@ -138,9 +138,12 @@ class Sampler:
                 dst.copy_(src)  # casts fp32 -> bf16; same storage, so captured graphs still read it
 
     def new_cache(self, batch, length):
+        """A StaticCache for `batch` rows of up to `length` positions, and that length (rounded up with
+        compile=True). The mask is sized from the length returned here, never from a layer of the cache:
+        a sliding-window layer (Mistral, Phi-3, Gemma-2's local layers) holds only its window."""
         from transformers import StaticCache
         if not self.compile:
-            return StaticCache(config=self.model.config, max_cache_len=length)
+            return StaticCache(config=self.model.config, max_cache_len=length), length
         # Few distinct shapes: each compiles (and captures a graph) once, and torch.compile falls back
         # to eager past 8 recompiles (torch._dynamo.config.cache_size_limit). The price: every decode
         # step reads the whole cache, the up to 255 unused columns too.
@@ -149,7 +152,7 @@ class Sampler:
             self.caches[(batch, length)] = StaticCache(config=self.model.config, max_cache_len=length)
         cache = self.caches[(batch, length)]
         cache.reset()  # zeroes the tensors in place and rewinds the write position
-        return cache
+        return cache, length
 
     @torch.no_grad()
     def sample(self, prompts, *, max_new_tokens, temperature, end_ids, pad_id, batch_size=64):
@@ -172,8 +175,8 @@ class Sampler:
             input_ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
             # 3. The cache and its mask cover the prompt and every new token. Columns not yet written
             # are 1 here but hidden by causality (query position < their position): one mask, all steps.
-            cache = self.new_cache(B, width + max_new_tokens)
-            mask = torch.ones(B, cache.layers[0].max_cache_len, dtype=torch.long, device=device)
+            cache, length = self.new_cache(B, width + max_new_tokens)
+            mask = torch.ones(B, length, dtype=torch.long, device=device)  # every position, whatever the window
             mask[:, :width] = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx],
                                            device=device)
             # Position ids count real tokens only, as token_logprobs makes them, so a left-padded row
