@@ -44,7 +44,8 @@ What it does, and why (the numbers are the comments' in Sampler):
 7. Opt-in, never measured on a GPU yet (none was lent to the session that wrote this):
    compile=True compiles the decode step with torch.compile, mode="reduce-overhead" on CUDA (CUDA
    graphs: the ~1,300 kernel launches of a step replayed as one), and routes the decode step's
-   attention through `decode_attention`, grouped-query attention without copying K/V. On a CPU,
+   attention through `decode_attention`, grouped-query attention without copying K/V (a model that
+   soft-caps attention scores, Gemma-2, keeps eager attention: use_decode_attention). On a CPU,
    compile=True uses inductor without graphs (tests/test_engine.py: same tokens as eager). The
    default is plain eager, the path that has run.
 """
@@ -53,6 +54,8 @@ import copy
 
 import torch
 import torch.nn.functional as F
+
+from model import soft_caps_attention
 
 
 # ----------------------------------------------------------------------------- attention without K/V copies
@@ -63,8 +66,13 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     some paths) repeats each KV head 6 times: the whole cache copied 6x per layer per step. Instead,
     fold the 6 query heads of a group into the "query length" axis: query (B, 12, 1, D) is viewed as
     (B, 2, 6, D), one row per head of the group, all at the same position, so the (B, 1, 1, L) padding
-    mask broadcasts over them unchanged. Prefill (many query tokens) goes to the stock function."""
+    mask broadcasts over them unchanged. Prefill (many query tokens) goes to the stock function.
+    SDPA takes no transform of the scores, so a soft-capped model (Gemma-2) cannot come here: see
+    use_decode_attention."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    if kwargs.get("softcap"):
+        raise ValueError("decode_attention cannot soft-cap attention scores; a soft-capped model keeps its eager "
+                         "attention (engine.use_decode_attention)")
     B, n_heads, q_len, D = query.shape
     n_kv = key.shape[1]
     if q_len != 1 or n_heads == n_kv:
@@ -76,7 +84,16 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
 
 
 def use_decode_attention(model):
-    """Switch `model` to decode_attention (registered with transformers under the name 'score_decode')."""
+    """Switch `model` to decode_attention (registered with transformers under the name 'score_decode'),
+    or, for a model that soft-caps its attention scores (Gemma-2), to eager attention, the one stock
+    attention that applies the cap (SDPA refuses or drops it, model.soft_caps_attention).
+    Why not apply the cap inside decode_attention: SDPA kernels take no transform of the scores, so a
+    soft-capping decode_attention would be a hand-written eager attention, a second copy of Gemma-2's
+    own to keep right. The model's eager attention is that code, and torch.compile fuses it as well;
+    what it costs is the K/V copies decode_attention avoids (2x at Gemma-2-2B: 8 query heads, 4 KV heads)."""
+    if soft_caps_attention(model.config):
+        model.set_attn_implementation("eager")
+        return
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     AttentionInterface.register("score_decode", decode_attention)

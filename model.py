@@ -65,6 +65,13 @@ def load_tokenizer(name):
     return tokenizer
 
 
+def soft_caps_attention(config):
+    """True for a model that soft-caps its attention scores, tanh before the softmax (Gemma-2:
+    attn_logit_softcapping = 50). Only eager attention applies that cap: SDPA refuses it (transformers
+    5.23) or silently drops it (5.17), and engine.decode_attention, SDPA underneath, cannot apply it."""
+    return bool(getattr(config.get_text_config(decoder=True), "attn_logit_softcapping", None))
+
+
 def load_model(name, device, dtype=torch.float32, trainable=True):
     """A causal LM from a hub id, a local folder or a .gguf file.
     The policy keeps float32 weights: Adam's 5e-6 steps are below bf16's resolution (a bf16 weight

@@ -262,6 +262,46 @@ def test_decode_attention_equals_stock_sdpa():
     assert not torch.allclose(unmasked[0], stock[0])
 
 
+@pytest.fixture
+def compile_counter(monkeypatch):
+    """Sampler(compile=True) with dynamo's CompileCounter as the backend: the graphs are traced and guarded
+    exactly as for inductor, then run eagerly, so a test sees every (re)compile in seconds, not minutes."""
+    from torch._dynamo.testing import CompileCounter
+    counter, real_compile = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: real_compile(fn, backend=counter,
+                                                                                           dynamic=dynamic))
+    torch._dynamo.reset()
+    yield counter
+    torch._dynamo.reset()
+
+
+def test_compiled_decoding_keeps_gemma2_attention_soft_capping(compile_counter):
+    """compile=True switches attention to decode_attention, SDPA underneath, which cannot soft-cap scores
+    (transformers 5.23 raised "sdpa attention does not support softcap"; 5.17 dropped the cap silently). A
+    soft-capped model keeps eager attention: the tokens of a plain full forward, token_logprobs' log-probs."""
+    model = sliding_model("gemma2")
+    prompts = random_prompts([10, 13, 9], seed=5)
+    sampler = Sampler(model, compile=True)
+    assert sampler.model.config._attn_implementation == "eager"
+    ours, _, logps = sampler.sample(prompts, max_new_tokens=10, temperature=0, end_ids=[-1], pad_id=0)
+    uncapped = copy.deepcopy(model)
+    for layer in uncapped.model.layers:  # the control: what dropping the cap does to the numbers
+        layer.self_attn.attn_logit_softcapping = None
+    for prompt, y, lp in zip(prompts, ours, logps):
+        assert y == full_forward_greedy(model, prompt, 10)
+        ids = torch.tensor([prompt + y])
+        with torch.no_grad():
+            trainer, dropped = (token_logprobs(m, ids, torch.ones_like(ids))[0, len(prompt) - 1:] for m in (model, uncapped))
+        torch.testing.assert_close(torch.tensor(lp), trainer, rtol=0, atol=1e-4)
+        assert (dropped - trainer).abs().max() > 0.05  # the cap matters in this model (measured 0.24-0.42)
+    assert compile_counter.frame_count >= 1  # the decode step did go through the compiler
+    # decode_attention itself refuses a cap rather than ignore it
+    q, kv = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 5, 8)
+    with pytest.raises(ValueError, match="soft-cap"):
+        decode_attention(SimpleNamespace(num_key_value_groups=2, is_causal=True, training=False), q, kv, kv, None,
+                         scaling=0.3, softcap=50.0)
+
+
 @pytest.mark.slow
 def test_compiled_decoding_gives_the_eager_tokens():
     """compile=True on a CPU: torch.compile (inductor, no CUDA graphs) and decode_attention. ~40 s to compile."""
