@@ -30,7 +30,8 @@ What it does, and why (the numbers are the comments' in Sampler):
    the evaluation), and it syncs with the host every step. Here the only settings are SCoRe's:
    greedy or sampling, temperature, max new tokens, end and pad ids.
 3. A static KV cache of fixed length per call (prompt width + max_new_tokens), transformers'
-   StaticCache: written in place, never re-concatenated, in the decoding model's dtype (bf16 on a GPU).
+   StaticCache with full-length layers only (static_cache): written in place, never re-concatenated,
+   in the decoding model's dtype (bf16 on a GPU).
 4. One forward over the whole left-padded prompt, then one token per step.
 5. The log-prob of each drawn token, from this step's (B, V) row only (never a [B, T, V] buffer,
    never output_scores): log_softmax of the logits at temperature 1, the quantity the trainer's
@@ -103,6 +104,21 @@ def use_decode_attention(model):
 
 # ----------------------------------------------------------------------------- the sampler
 
+def static_cache(config, length):
+    """transformers' StaticCache of `length` positions, with a full-length layer where the model has a
+    sliding-window one (Mistral-v0.1, Phi-3, Gemma-2's local layers); the window is then the mask's job
+    (transformers builds those layers' masks from config.sliding_window whatever the cache holds).
+    Why: a sliding layer keeps how full it is as a Python int and branches on it, so torch.compile
+    guards on that int and recompiles at every decode step (past 8 it gives up and runs eagerly).
+    What it costs: those layers keep every position instead of the last `window` ones, nothing while
+    prompt + response fit in the window (4096 for Mistral-v0.1 and Gemma-2, 2047 for Phi-3-mini-4k)."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+    cache = StaticCache(config=config, max_cache_len=length)
+    cache.layers = [StaticLayer(max_cache_len=length) if layer.is_sliding else layer for layer in cache.layers]
+    return cache
+
+
 def pick_tokens(logits, temperature):
     """(B, V) logits of this step -> (token ids (B,), log pi(token) at temperature 1 (B,)). Greedy at 0.
     Plain sampling from softmax(logits / temperature): no top-k, top-p, min-p or penalties, because
@@ -158,15 +174,14 @@ class Sampler:
         """A StaticCache for `batch` rows of up to `length` positions, and that length (rounded up with
         compile=True). The mask is sized from the length returned here, never from a layer of the cache:
         a sliding-window layer (Mistral, Phi-3, Gemma-2's local layers) holds only its window."""
-        from transformers import StaticCache
         if not self.compile:
-            return StaticCache(config=self.model.config, max_cache_len=length), length
+            return static_cache(self.model.config, length), length
         # Few distinct shapes: each compiles (and captures a graph) once, and torch.compile falls back
         # to eager past 8 recompiles (torch._dynamo.config.cache_size_limit). The price: every decode
         # step reads the whole cache, the up to 255 unused columns too.
         length = -(-length // 256) * 256
         if (batch, length) not in self.caches:
-            self.caches[(batch, length)] = StaticCache(config=self.model.config, max_cache_len=length)
+            self.caches[(batch, length)] = static_cache(self.model.config, length)
         cache = self.caches[(batch, length)]
         cache.reset()  # zeroes the tensors in place and rewinds the write position
         return cache, length

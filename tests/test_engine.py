@@ -302,6 +302,19 @@ def test_compiled_decoding_keeps_gemma2_attention_soft_capping(compile_counter):
                          scaling=0.3, softcap=50.0)
 
 
+def test_compiled_decoding_compiles_once_with_sliding_layers(compile_counter):
+    """A sliding-window cache layer keeps its fill level as a Python int, which torch.compile guards on:
+    it recompiled at every decode step (8 graphs for 10 tokens, then eager). The sampler's cache has
+    full-length layers only, so one graph serves every step of both calls (the same padded length)."""
+    model = sliding_model("mistral")
+    sampler = Sampler(model, compile=True)
+    for lengths in ([10, 13, 9], [12, 4, 11]):
+        prompts = random_prompts(lengths, seed=len(lengths) + lengths[0])
+        ours, _, _ = sampler.sample(prompts, max_new_tokens=10, temperature=0, end_ids=[-1], pad_id=0)
+        assert ours == [full_forward_greedy(model, p, 10) for p in prompts]
+    assert compile_counter.frame_count == 1
+
+
 @pytest.mark.slow
 def test_compiled_decoding_gives_the_eager_tokens():
     """compile=True on a CPU: torch.compile (inductor, no CUDA graphs) and decode_attention. ~40 s to compile."""
