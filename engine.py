@@ -160,7 +160,7 @@ class Sampler:
             self.decode_step = torch.compile(self.model.forward, mode=mode, dynamic=False)
         else:
             self.decode_step = self.model.forward
-        self.caches = {}  # compile=True: one cache per shape, reused, so compiled graphs see the same tensors
+        self.caches = {}  # compile=True: batch size -> (cache, length), reused: compiled graphs see the same tensors
 
     @torch.no_grad()
     def refresh(self):
@@ -171,18 +171,23 @@ class Sampler:
                 dst.copy_(src)  # casts fp32 -> bf16; same storage, so captured graphs still read it
 
     def new_cache(self, batch, length):
-        """A StaticCache for `batch` rows of up to `length` positions, and that length (rounded up with
-        compile=True). The mask is sized from the length returned here, never from a layer of the cache:
-        a sliding-window layer (Mistral, Phi-3, Gemma-2's local layers) holds only its window."""
+        """A StaticCache for `batch` rows of at least `length` positions, and its length. The mask is sized
+        from the length returned here (with compile=True, longer than asked), never from a cache layer."""
         if not self.compile:
             return static_cache(self.model.config, length), length
         # Few distinct shapes: each compiles (and captures a graph) once, and torch.compile falls back
-        # to eager past 8 recompiles (torch._dynamo.config.cache_size_limit). The price: every decode
-        # step reads the whole cache, the up to 255 unused columns too.
+        # to eager past 8 recompiles (torch._dynamo.config.cache_size_limit). So the length is rounded up
+        # to a multiple of 256, and each batch size keeps ONE cache, as long as the longest call so far:
+        # a shorter call reuses it, a longer one replaces it. One cache per shape met instead would keep
+        # 2-3 GB per shape at 1.5B (64 rows x 1,536 positions), and a MATH run meets 5-7 shapes; here a
+        # run keeps one or two (its full batches and its last, smaller one). The price: every decode
+        # step reads the whole cache, unused columns too, so attempt 1 reads as many as attempt 2's
+        # length (at 1.5B and 64 rows, ~1.8 MB per column against 3 GB of weights per step).
         length = -(-length // 256) * 256
-        if (batch, length) not in self.caches:
-            self.caches[(batch, length)] = static_cache(self.model.config, length)
-        cache = self.caches[(batch, length)]
+        if batch not in self.caches or self.caches[batch][1] < length:
+            self.caches.pop(batch, None)  # let the old tensors go before the new ones are allocated
+            self.caches[batch] = static_cache(self.model.config, length), length
+        cache, length = self.caches[batch]
         cache.reset()  # zeroes the tensors in place and rewinds the write position
         return cache, length
 

@@ -315,6 +315,26 @@ def test_compiled_decoding_compiles_once_with_sliding_layers(compile_counter):
     assert compile_counter.frame_count == 1
 
 
+def test_compiled_decoding_keeps_one_cache_per_batch_size(compile_counter):
+    """compile=True keeps its static caches between calls (compiled graphs see the same tensors), but not
+    one per (batch, length) met: one per batch size, as long as the longest call, reused by shorter ones."""
+    model = gqa_model(seed=5)
+    sampler = Sampler(model, compile=True)
+    eager = Sampler(model)
+    calls = [(random_prompts([5, 9], seed=1), 4),  # 256 columns
+             (random_prompts([250, 240], seed=2), 10),  # 260 positions: 512 columns, replaces the 256 one
+             (random_prompts([6, 3], seed=3), 4),  # reuses the 512 one
+             (random_prompts([7, 8, 4], seed=4), 4)]  # another batch size: a cache of its own
+    for prompts, n in calls:
+        settings = dict(max_new_tokens=n, temperature=0, end_ids=[-1], pad_id=0)
+        ours, _, lp = sampler.sample(prompts, **settings)
+        theirs, _, lp_eager = eager.sample(prompts, **settings)
+        assert ours == theirs
+        torch.testing.assert_close(torch.tensor(lp), torch.tensor(lp_eager), rtol=0, atol=1e-4)
+    assert {batch: length for batch, (_, length) in sampler.caches.items()} == {2: 512, 3: 256}
+    assert compile_counter.frame_count == 3  # shapes (2, 256), (2, 512), (3, 256): the reuse compiled nothing
+
+
 @pytest.mark.slow
 def test_compiled_decoding_gives_the_eager_tokens():
     """compile=True on a CPU: torch.compile (inductor, no CUDA graphs) and decode_attention. ~40 s to compile."""
