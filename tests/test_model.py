@@ -53,6 +53,24 @@ def test_token_logprobs_gradient_equals_naive(tiny):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
+def test_training_forwards_build_no_kv_cache(tiny):
+    """token_logprobs (and bench.py's naive variant) run forwards nobody decodes from: without
+    use_cache=False the model builds a KV cache of the whole batch, every layer's K and V."""
+    import bench
+    model, _ = tiny
+    ids, attn = random_batch(model.config.vocab_size, seed=4)
+    caches = []
+    hook = model.model.register_forward_hook(lambda module, args, output: caches.append(output.past_key_values))
+    try:
+        with torch.no_grad():
+            token_logprobs(model, ids, attn)
+            bench.naive_logprobs(model, ids, attn)
+            model(input_ids=ids, attention_mask=attn)  # the control: a plain forward does build one
+    finally:
+        hook.remove()
+    assert caches[:2] == [None, None] and caches[2] is not None
+
+
 def test_token_logprobs_equals_models_own_loss(tiny):
     model, _ = tiny
     ids, _ = random_batch(model.config.vocab_size, seed=1)
