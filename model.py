@@ -90,6 +90,10 @@ def load_model(name, device, dtype=torch.float32, trainable=True):
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+    if soft_caps_attention(model.config):
+        # Gemma-2: transformers 5.17 loads it with SDPA, which drops the attention soft-capping without a
+        # word (5.23 loads it eager); every log-prob and sample would come from another model.
+        model.set_attn_implementation("eager")
     model.to(device)
     model.train(trainable)
     model.requires_grad_(trainable)

@@ -151,6 +151,29 @@ def test_checkpoint_roundtrip_and_clear_errors(tiny, tmp_path):
         load_model(str(tmp_path / "x.gguf"), "cpu")
 
 
+def test_soft_capped_models_load_with_eager_attention(tmp_path, monkeypatch):
+    """Gemma-2 soft-caps its attention scores, which only eager attention applies. transformers 5.17 marks
+    Gemma-2 as SDPA-capable and loads it with SDPA, which drops the cap silently; emulated here (5.23 marks
+    it incapable and loads eager). load_model must load it eager whatever the version's default."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.gemma2 import modeling_gemma2
+    config = AutoConfig.for_model("gemma2", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  num_key_value_heads=1, head_dim=16, intermediate_size=64, vocab_size=100,
+                                  sliding_window=4, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+                                  initializer_range=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    model.save_pretrained(tmp_path / "gemma2")
+    monkeypatch.setattr(modeling_gemma2.Gemma2PreTrainedModel, "_supports_sdpa", True)  # as in 5.17
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "gemma2").config._attn_implementation == "sdpa"  # control
+    loaded = load_model(str(tmp_path / "gemma2"), "cpu", trainable=False)
+    assert loaded.config._attn_implementation == "eager"
+    ids = torch.randint(4, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(token_logprobs(loaded, ids, torch.ones_like(ids)),
+                                   token_logprobs(model, ids, torch.ones_like(ids)))
+
+
 def test_crash_between_renames_leaves_the_old_checkpoint(tiny, tmp_path):
     model, tokenizer = tiny
     path = str(tmp_path / "ckpt")
