@@ -42,7 +42,7 @@ What it does, and why (the numbers are the comments' in Sampler):
    deliberate and the weight must not undo it (Stage I and II sample at 1.0).
 6. `done` flags stay on the device; the host looks at them every `check_every` steps only, so the
    GPU is not stalled once per token.
-7. Opt-in, never measured on a GPU yet (none was lent to the session that wrote this):
+7. Opt-in, not yet measured on a GPU:
    compile=True compiles the decode step with torch.compile, mode="reduce-overhead" on CUDA (CUDA
    graphs: the ~1,300 kernel launches of a step replayed as one), and routes the decode step's
    attention through `decode_attention`, grouped-query attention without copying K/V (a model that
