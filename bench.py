@@ -277,7 +277,8 @@ def ours_generate(sampler, prompts, **settings):
 def naive_logprobs(model, input_ids, attention_mask):
     """The two-line version from token_logprobs' docstring: a (B, T-1, V) float32 log-softmax."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits  # (B, T, V)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False).logits  # (B, T, V); no KV cache: nothing reads one
     return logits[:, :-1].float().log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
 
 

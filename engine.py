@@ -30,7 +30,8 @@ What it does, and why (the numbers are the comments' in Sampler):
    the evaluation), and it syncs with the host every step. Here the only settings are SCoRe's:
    greedy or sampling, temperature, max new tokens, end and pad ids.
 3. A static KV cache of fixed length per call (prompt width + max_new_tokens), transformers'
-   StaticCache: written in place, never re-concatenated, in the decoding model's dtype (bf16 on a GPU).
+   StaticCache with full-length layers only (static_cache): written in place, never re-concatenated,
+   in the decoding model's dtype (bf16 on a GPU).
 4. One forward over the whole left-padded prompt, then one token per step.
 5. The log-prob of each drawn token, from this step's (B, V) row only (never a [B, T, V] buffer,
    never output_scores): log_softmax of the logits at temperature 1, the quantity the trainer's
@@ -44,7 +45,8 @@ What it does, and why (the numbers are the comments' in Sampler):
 7. Opt-in, not yet measured on a GPU:
    compile=True compiles the decode step with torch.compile, mode="reduce-overhead" on CUDA (CUDA
    graphs: the ~1,300 kernel launches of a step replayed as one), and routes the decode step's
-   attention through `decode_attention`, grouped-query attention without copying K/V. On a CPU,
+   attention through `decode_attention`, grouped-query attention without copying K/V (a model that
+   soft-caps attention scores, Gemma-2, keeps eager attention: use_decode_attention). On a CPU,
    compile=True uses inductor without graphs (tests/test_engine.py: same tokens as eager). The
    default is plain eager, the path that has run.
 """
@@ -53,6 +55,8 @@ import copy
 
 import torch
 import torch.nn.functional as F
+
+from model import soft_caps_attention
 
 
 # ----------------------------------------------------------------------------- attention without K/V copies
@@ -63,8 +67,13 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     some paths) repeats each KV head 6 times: the whole cache copied 6x per layer per step. Instead,
     fold the 6 query heads of a group into the "query length" axis: query (B, 12, 1, D) is viewed as
     (B, 2, 6, D), one row per head of the group, all at the same position, so the (B, 1, 1, L) padding
-    mask broadcasts over them unchanged. Prefill (many query tokens) goes to the stock function."""
+    mask broadcasts over them unchanged. Prefill (many query tokens) goes to the stock function.
+    SDPA takes no transform of the scores, so a soft-capped model (Gemma-2) cannot come here: see
+    use_decode_attention."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    if kwargs.get("softcap"):
+        raise ValueError("decode_attention cannot soft-cap attention scores; a soft-capped model keeps its eager "
+                         "attention (engine.use_decode_attention)")
     B, n_heads, q_len, D = query.shape
     n_kv = key.shape[1]
     if q_len != 1 or n_heads == n_kv:
@@ -76,7 +85,16 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
 
 
 def use_decode_attention(model):
-    """Switch `model` to decode_attention (registered with transformers under the name 'score_decode')."""
+    """Switch `model` to decode_attention (registered with transformers under the name 'score_decode'),
+    or, for a model that soft-caps its attention scores (Gemma-2), to eager attention, the one stock
+    attention that applies the cap (SDPA refuses or drops it, model.soft_caps_attention).
+    Why not apply the cap inside decode_attention: SDPA kernels take no transform of the scores, so a
+    soft-capping decode_attention would be a hand-written eager attention, a second copy of Gemma-2's
+    own to keep right. The model's eager attention is that code, and torch.compile fuses it as well;
+    what it costs is the K/V copies decode_attention avoids (2x at Gemma-2-2B: 8 query heads, 4 KV heads)."""
+    if soft_caps_attention(model.config):
+        model.set_attn_implementation("eager")
+        return
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     AttentionInterface.register("score_decode", decode_attention)
@@ -85,6 +103,21 @@ def use_decode_attention(model):
 
 
 # ----------------------------------------------------------------------------- the sampler
+
+def static_cache(config, length):
+    """transformers' StaticCache of `length` positions, with a full-length layer where the model has a
+    sliding-window one (Mistral-v0.1, Phi-3, Gemma-2's local layers); the window is then the mask's job
+    (transformers builds those layers' masks from config.sliding_window whatever the cache holds).
+    Why: a sliding layer keeps how full it is as a Python int and branches on it, so torch.compile
+    guards on that int and recompiles at every decode step (past 8 it gives up and runs eagerly).
+    What it costs: those layers keep every position instead of the last `window` ones, nothing while
+    prompt + response fit in the window (4096 for Mistral-v0.1 and Gemma-2, 2047 for Phi-3-mini-4k)."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+    cache = StaticCache(config=config, max_cache_len=length)
+    cache.layers = [StaticLayer(max_cache_len=length) if layer.is_sliding else layer for layer in cache.layers]
+    return cache
+
 
 def pick_tokens(logits, temperature):
     """(B, V) logits of this step -> (token ids (B,), log pi(token) at temperature 1 (B,)). Greedy at 0.
@@ -127,7 +160,7 @@ class Sampler:
             self.decode_step = torch.compile(self.model.forward, mode=mode, dynamic=False)
         else:
             self.decode_step = self.model.forward
-        self.caches = {}  # compile=True: one cache per shape, reused, so compiled graphs see the same tensors
+        self.caches = {}  # compile=True: batch size -> (cache, length), reused: compiled graphs see the same tensors
 
     @torch.no_grad()
     def refresh(self):
@@ -138,18 +171,25 @@ class Sampler:
                 dst.copy_(src)  # casts fp32 -> bf16; same storage, so captured graphs still read it
 
     def new_cache(self, batch, length):
-        from transformers import StaticCache
+        """A StaticCache for `batch` rows of at least `length` positions, and its length. The mask is sized
+        from the length returned here (with compile=True, longer than asked), never from a cache layer."""
         if not self.compile:
-            return StaticCache(config=self.model.config, max_cache_len=length)
+            return static_cache(self.model.config, length), length
         # Few distinct shapes: each compiles (and captures a graph) once, and torch.compile falls back
-        # to eager past 8 recompiles (torch._dynamo.config.cache_size_limit). The price: every decode
-        # step reads the whole cache, the up to 255 unused columns too.
+        # to eager past 8 recompiles (torch._dynamo.config.cache_size_limit). So the length is rounded up
+        # to a multiple of 256, and each batch size keeps ONE cache, as long as the longest call so far:
+        # a shorter call reuses it, a longer one replaces it. One cache per shape met instead would keep
+        # 2-3 GB per shape at 1.5B (64 rows x 1,536 positions), and a MATH run meets 5-7 shapes; here a
+        # run keeps one or two (its full batches and its last, smaller one). The price: every decode
+        # step reads the whole cache, unused columns too, so attempt 1 reads as many as attempt 2's
+        # length (at 1.5B and 64 rows, ~1.8 MB per column against 3 GB of weights per step).
         length = -(-length // 256) * 256
-        if (batch, length) not in self.caches:
-            self.caches[(batch, length)] = StaticCache(config=self.model.config, max_cache_len=length)
-        cache = self.caches[(batch, length)]
+        if batch not in self.caches or self.caches[batch][1] < length:
+            self.caches.pop(batch, None)  # let the old tensors go before the new ones are allocated
+            self.caches[batch] = static_cache(self.model.config, length), length
+        cache, length = self.caches[batch]
         cache.reset()  # zeroes the tensors in place and rewinds the write position
-        return cache
+        return cache, length
 
     @torch.no_grad()
     def sample(self, prompts, *, max_new_tokens, temperature, end_ids, pad_id, batch_size=64):
@@ -172,8 +212,8 @@ class Sampler:
             input_ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
             # 3. The cache and its mask cover the prompt and every new token. Columns not yet written
             # are 1 here but hidden by causality (query position < their position): one mask, all steps.
-            cache = self.new_cache(B, width + max_new_tokens)
-            mask = torch.ones(B, cache.layers[0].max_cache_len, dtype=torch.long, device=device)
+            cache, length = self.new_cache(B, width + max_new_tokens)
+            mask = torch.ones(B, length, dtype=torch.long, device=device)  # every position, whatever the window
             mask[:, :width] = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx],
                                            device=device)
             # Position ids count real tokens only, as token_logprobs makes them, so a left-padded row

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine import Sampler
 from model import load_model, load_tokenizer
 
 from plumbing import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, parse_config,
@@ -119,6 +120,21 @@ PRESETS = {"tiny": dict(task="arithmetic", out_dir="out/tiny", limit=100, max_op
                         batch_size=256),
            "smol_cpu": dict(task="arithmetic", mix=SMOL_MIX, out_dir="out/smol_cpu", limit=500, max_new_tokens=16,
                             device="cpu", batch_size=128)}
+
+
+# Evaluation reads the weights as trained: float32, and decodes with them (the sampler's default on a GPU
+# is a bf16 copy, engine.py). A trained checkpoint differs from its base by little (~1e-4 a weight at
+# lr 5e-6), below bf16's resolution (a weight of 0.05 moves in steps of 2.4e-4), and a hub base model's
+# weights are bf16 numbers themselves, so in bf16 most changes round back to the base exactly: 96 % of
+# them after 10 Stage I steps from a bf16-exact SmolLM2-135M at the smol preset's lr 1e-5 (median change
+# 1.9e-5). A bf16 evaluation would measure mostly the base model. float32 costs twice the weight bytes
+# per decoded token (6 GB at 1.5B instead of 3), once per evaluation.
+EVAL_DTYPE = torch.float32
+
+
+def evaluation_sampler(model):
+    """The sampler every evaluation decodes with: the loaded float32 weights themselves, no bf16 copy."""
+    return Sampler(model, dtype=EVAL_DTYPE)
 
 
 # ----------------------------------------------------------------------------- Table 2 and N attempts
@@ -182,7 +198,7 @@ def evaluate_attempts(cfg, model, tokenizer, task, problems, name, first_attempt
     mine = list(range(rank, len(problems), size))
     episodes = run_episodes(model, tokenizer, task, [problems[i] for i in mine], samples_per_problem=1,
                             temperature=0.0, max_new_tokens=cfg.max_new_tokens, n_turns=cfg.turns,
-                            batch_size=cfg.batch_size,
+                            batch_size=cfg.batch_size, sampler=evaluation_sampler(model),
                             first_attempts=None if first_attempts is None else [first_attempts[i] for i in mine])
     records = []
     for row, i in enumerate(mine):
@@ -225,7 +241,8 @@ def evaluate_budgets(cfg, model, tokenizer, task, problems, name):
     rank, size = world()
     torch.manual_seed(cfg.seed + rank)
     mine = problems[rank::size]  # torchrun: each rank samples its share of the problems
-    common = dict(temperature=cfg.vote_temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    common = dict(temperature=cfg.vote_temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                  sampler=evaluation_sampler(model))
     # Sample once at the largest budget; smaller budgets vote over the first K of the same samples.
     # Parallel: K independent attempt 1s. Sequential: K/2 episodes of attempt 1 + one self-correction.
     par = run_episodes(model, tokenizer, task, mine, samples_per_problem=top, n_turns=1, **common)
@@ -320,8 +337,7 @@ def evaluate_model(cfg, quiet=False):
     if cfg.repair and cfg.turns != 2:
         raise UsageError("--repair runs exactly two attempts (the given one and the repair)")
     tokenizer = load_tokenizer(model_path)
-    dtype = torch.bfloat16 if torch.device(cfg.device).type == "cuda" else torch.float32  # cuda:N too
-    model = load_model(model_path, torch.device(cfg.device), dtype, trainable=False)
+    model = load_model(model_path, torch.device(cfg.device), EVAL_DTYPE, trainable=False)
     task = get_task(cfg.task)
     os.makedirs(os.path.join(cfg.out_dir, "eval"), exist_ok=True)
     if cfg.budgets:

@@ -66,6 +66,13 @@ def load_tokenizer(name):
     return tokenizer
 
 
+def soft_caps_attention(config):
+    """True for a model that soft-caps its attention scores, tanh before the softmax (Gemma-2:
+    attn_logit_softcapping = 50). Only eager attention applies that cap: SDPA refuses it (transformers
+    5.23) or silently drops it (5.17), and engine.decode_attention, SDPA underneath, cannot apply it."""
+    return bool(getattr(config.get_text_config(decoder=True), "attn_logit_softcapping", None))
+
+
 def load_model(name, device, dtype=torch.float32, trainable=True):
     """A causal LM from a hub id, a local folder or a .gguf file.
     The policy keeps float32 weights: Adam's 5e-6 steps are below bf16's resolution (a bf16 weight
@@ -84,6 +91,10 @@ def load_model(name, device, dtype=torch.float32, trainable=True):
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+    if soft_caps_attention(model.config):
+        # Gemma-2: transformers 5.17 loads it with SDPA, which drops the attention soft-capping without a
+        # word (5.23 loads it eager); every log-prob and sample would come from another model.
+        model.set_attn_implementation("eager")
     model.to(device)
     model.train(trainable)
     model.requires_grad_(trainable)
@@ -292,6 +303,12 @@ def check_chat_template(tokenizer):
 # ----------------------------------------------------------------------------- log-probs
 
 def _chunk_logprobs(hidden, targets, weight, softcap):
+    # Under bf16 autocast this head is a bf16 matmul, and its logits are bf16 numbers (SmolLM2's reach
+    # |42|, where bf16 steps by 0.25): 0.033 nats/token from float32 log-probs, against 0.018 with the head
+    # in float32 and 0.020 with bf16 inputs but a float32 output (SmolLM2-135M, 1,020 tokens, CPU). Kept in
+    # bf16 all the same: a float32 matmul runs without tensor cores, ~15x slower on a GPU, and the head is
+    # ~15 % of Qwen2.5-1.5B's matmul FLOPs, so an update would take ~3x as long (estimated, not measured).
+    # Policy and reference share this head, so the KL at step 0 is exactly 0 either way.
     logits = F.linear(hidden, weight).float()  # (n, V), only n tokens at a time
     if softcap:  # Gemma-2 style final-logit soft-capping, so log-probs match the model's own
         logits = softcap * torch.tanh(logits / softcap)
@@ -312,8 +329,10 @@ def token_logprobs(model, input_ids, attention_mask, chunk_tokens=1024, only=Non
     of a small model's FLOPs (SmolLM2: 28M of 135M parameters), so skipping it on the ~3/4 of an
     episode's tokens that are prompt saves ~15 % of a step."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=position_ids).last_hidden_state  # (B, T, H)
+    # use_cache=False: a training forward reads no KV cache, so it must not build one (by default the
+    # model keeps every layer's K/V of the whole batch, alive until the output is dropped).
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False).last_hidden_state  # (B, T, H)
     B, T, H = hidden.shape
     hidden = hidden[:, :-1].reshape(-1, H)  # position t predicts token t+1
     targets = input_ids[:, 1:].reshape(-1)

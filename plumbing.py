@@ -8,11 +8,12 @@ crashes and spread over GPUs.
     parse_config                      a @dataclass of settings <- defaults, --preset, explicit flags
     save_checkpoint / find_checkpoint atomic save_pretrained folders (+ training_state.pt to resume)
     training_state / load_training_state / restore_training_state   what --resume true saves and restores
-    init_distributed, all_gather, average_gradients   torchrun; without it, no-ops
+    init_distributed, all_gather, average_gradients   torchrun (group left at exit); without it, no-ops
 """
 
 import argparse
 import ast
+import atexit
 import contextlib
 import dataclasses
 import inspect
@@ -179,6 +180,9 @@ def init_distributed(device):
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+        # Leave the group at exit, however the script ends (return, UsageError, exception): without it
+        # NCCL warns "destroy_process_group() was not called before program exit, which can leak resources".
+        atexit.register(dist.destroy_process_group)
     return dist.get_rank(), dist.get_world_size(), device
 
 

@@ -85,6 +85,26 @@ def test_two_ranks_make_the_single_process_update(tmp_path):
     torch.testing.assert_close(rank0, single, atol=1e-6, rtol=1e-5)
 
 
+def test_init_distributed_leaves_the_process_group_at_exit(tmp_path):
+    """A script that joined the group under torchrun leaves it when it exits (here a world of one, in a
+    subprocess: the environment torchrun sets). The check is an exit handler registered first, so it runs last."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import atexit, torch.distributed as dist\n"
+            "atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))\n"
+            "from plumbing import init_distributed\n"
+            "print(init_distributed('cpu'))\n")
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "PYTHONPATH": ROOT}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(0, 1, 'cpu')" in result.stdout  # it did join a group
+    assert "initialized at exit: False" in result.stdout
+
+
 def torchrun(script, *args):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                os.path.join(ROOT, script), *args]

@@ -28,6 +28,37 @@ def gqa_model(seed=0, vocab=300, init=0.2):
     return AutoModelForCausalLM.from_config(config).eval()
 
 
+SLIDING = {  # the architectures whose attention looks back over a window only
+    "mistral": dict(sliding_window=8),  # Mistral-7B-v0.1: every layer sliding
+    "phi3": dict(sliding_window=8),  # Phi-3-mini-4k: every layer sliding (window 2047)
+    # Gemma-2: sliding and global layers alternate; attention and final logits are soft-capped (50 and 30
+    # in the real model; small here so that the caps bite on tiny random weights). Untied head: a tied one
+    # (Gemma scales the embeddings by sqrt(hidden)) makes a random Gemma repeat its last input token.
+    "gemma2": dict(sliding_window=8, attn_logit_softcapping=2.0, final_logit_softcapping=3.0, head_dim=16,
+                   query_pre_attn_scalar=16, tie_word_embeddings=False),
+}
+
+
+def sliding_model(kind, seed=0, **overrides):
+    """A tiny model of a sliding-window architecture (window 8), GQA like gqa_model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    settings = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=128, vocab_size=300, max_position_embeddings=512, initializer_range=0.2,
+                    tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = AutoConfig.for_model(kind, **{**settings, **SLIDING[kind], **overrides})
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def full_forward_greedy(model, prompt, n):
+    """Greedy decoding the plainest way: the whole sequence through the model at every step, no cache."""
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        for _ in range(n):
+            ids = torch.cat([ids, model(input_ids=ids, use_cache=False).logits[:, -1:].argmax(-1)], 1)
+    return ids[0, len(prompt):].tolist()
+
+
 def random_prompts(lengths, vocab=300, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(8, vocab, (n,), generator=g).tolist() for n in lengths]
@@ -49,6 +80,24 @@ def test_greedy_tokens_equal_generate_and_logprobs_equal_token_logprobs():
             trainer = token_logprobs(model, ids, torch.ones_like(ids))[0, len(prompt) - 1:]  # log p(y_j), j = 0..
         torch.testing.assert_close(torch.tensor(lp), trainer, rtol=0, atol=1e-4)
     assert len(set(t for y in ours for t in y)) > 10  # the check above compared real, varied decoding
+
+
+@pytest.mark.parametrize("kind", sorted(SLIDING))
+def test_sliding_window_models_decode_past_the_window(kind):
+    """Prompts (9-13 tokens, left-padded together) and prompt + 10 new tokens longer than the window (8):
+    the sampler's greedy tokens are those of a plain full forward, and its log-probs token_logprobs'.
+    The cache's sliding layers hold only the window, so the mask must not be sized from them (it was:
+    a size mismatch at window 8, and from the third new token on wrong tokens at window 12)."""
+    model = sliding_model(kind)
+    prompts = random_prompts([10, 13, 9], seed=5)
+    ours, _, logps = Sampler(model).sample(prompts, max_new_tokens=10, temperature=0, end_ids=[-1], pad_id=0)
+    for prompt, y, lp in zip(prompts, ours, logps):
+        assert y == full_forward_greedy(model, prompt, 10)
+        ids = torch.tensor([prompt + y])
+        with torch.no_grad():
+            trainer = token_logprobs(model, ids, torch.ones_like(ids))[0, len(prompt) - 1:]
+        torch.testing.assert_close(torch.tensor(lp), trainer, rtol=0, atol=1e-4)  # fp32 both: measured <1e-5
+    assert len(set(t for y in ours for t in y)) > 5  # varied decoding, not one repeated token
 
 
 def test_sampler_stops_at_the_end_token_and_checks_rarely():
@@ -230,6 +279,79 @@ def test_decode_attention_equals_stock_sdpa():
     # the control: ignoring the mask changes the padded row
     unmasked, _ = decode_attention(module, query, key, value, None, scaling=D ** -0.5)
     assert not torch.allclose(unmasked[0], stock[0])
+
+
+@pytest.fixture
+def compile_counter(monkeypatch):
+    """Sampler(compile=True) with dynamo's CompileCounter as the backend: the graphs are traced and guarded
+    exactly as for inductor, then run eagerly, so a test sees every (re)compile in seconds, not minutes."""
+    from torch._dynamo.testing import CompileCounter
+    counter, real_compile = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: real_compile(fn, backend=counter,
+                                                                                           dynamic=dynamic))
+    torch._dynamo.reset()
+    yield counter
+    torch._dynamo.reset()
+
+
+def test_compiled_decoding_keeps_gemma2_attention_soft_capping(compile_counter):
+    """compile=True switches attention to decode_attention, SDPA underneath, which cannot soft-cap scores
+    (transformers 5.23 raised "sdpa attention does not support softcap"; 5.17 dropped the cap silently). A
+    soft-capped model keeps eager attention: the tokens of a plain full forward, token_logprobs' log-probs."""
+    model = sliding_model("gemma2")
+    prompts = random_prompts([10, 13, 9], seed=5)
+    sampler = Sampler(model, compile=True)
+    assert sampler.model.config._attn_implementation == "eager"
+    ours, _, logps = sampler.sample(prompts, max_new_tokens=10, temperature=0, end_ids=[-1], pad_id=0)
+    uncapped = copy.deepcopy(model)
+    for layer in uncapped.model.layers:  # the control: what dropping the cap does to the numbers
+        layer.self_attn.attn_logit_softcapping = None
+    for prompt, y, lp in zip(prompts, ours, logps):
+        assert y == full_forward_greedy(model, prompt, 10)
+        ids = torch.tensor([prompt + y])
+        with torch.no_grad():
+            trainer, dropped = (token_logprobs(m, ids, torch.ones_like(ids))[0, len(prompt) - 1:] for m in (model, uncapped))
+        torch.testing.assert_close(torch.tensor(lp), trainer, rtol=0, atol=1e-4)
+        assert (dropped - trainer).abs().max() > 0.05  # the cap matters in this model (measured 0.24-0.42)
+    assert compile_counter.frame_count >= 1  # the decode step did go through the compiler
+    # decode_attention itself refuses a cap rather than ignore it
+    q, kv = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 5, 8)
+    with pytest.raises(ValueError, match="soft-cap"):
+        decode_attention(SimpleNamespace(num_key_value_groups=2, is_causal=True, training=False), q, kv, kv, None,
+                         scaling=0.3, softcap=50.0)
+
+
+def test_compiled_decoding_compiles_once_with_sliding_layers(compile_counter):
+    """A sliding-window cache layer keeps its fill level as a Python int, which torch.compile guards on:
+    it recompiled at every decode step (8 graphs for 10 tokens, then eager). The sampler's cache has
+    full-length layers only, so one graph serves every step of both calls (the same padded length)."""
+    model = sliding_model("mistral")
+    sampler = Sampler(model, compile=True)
+    for lengths in ([10, 13, 9], [12, 4, 11]):
+        prompts = random_prompts(lengths, seed=len(lengths) + lengths[0])
+        ours, _, _ = sampler.sample(prompts, max_new_tokens=10, temperature=0, end_ids=[-1], pad_id=0)
+        assert ours == [full_forward_greedy(model, p, 10) for p in prompts]
+    assert compile_counter.frame_count == 1
+
+
+def test_compiled_decoding_keeps_one_cache_per_batch_size(compile_counter):
+    """compile=True keeps its static caches between calls (compiled graphs see the same tensors), but not
+    one per (batch, length) met: one per batch size, as long as the longest call, reused by shorter ones."""
+    model = gqa_model(seed=5)
+    sampler = Sampler(model, compile=True)
+    eager = Sampler(model)
+    calls = [(random_prompts([5, 9], seed=1), 4),  # 256 columns
+             (random_prompts([250, 240], seed=2), 10),  # 260 positions: 512 columns, replaces the 256 one
+             (random_prompts([6, 3], seed=3), 4),  # reuses the 512 one
+             (random_prompts([7, 8, 4], seed=4), 4)]  # another batch size: a cache of its own
+    for prompts, n in calls:
+        settings = dict(max_new_tokens=n, temperature=0, end_ids=[-1], pad_id=0)
+        ours, _, lp = sampler.sample(prompts, **settings)
+        theirs, _, lp_eager = eager.sample(prompts, **settings)
+        assert ours == theirs
+        torch.testing.assert_close(torch.tensor(lp), torch.tensor(lp_eager), rtol=0, atol=1e-4)
+    assert {batch: length for batch, (_, length) in sampler.caches.items()} == {2: 512, 3: 256}
+    assert compile_counter.frame_count == 3  # shapes (2, 256), (2, 512), (3, 256): the reuse compiled nothing
 
 
 @pytest.mark.slow

@@ -187,3 +187,36 @@ def test_turns_budgets_repair_and_table_on_the_tiny_model(tmp_path):
     result = run("evaluate.py", "--out_dir", out, "--table", os.path.join(out, "eval", "*.metrics.json"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| stage1 |" in result.stdout and os.path.isfile(os.path.join(out, "eval", "results.md"))
+
+
+def test_evaluation_loads_and_decodes_the_float32_weights(tmp_path, monkeypatch):
+    """Trained changes (~1e-4 a weight) are below bf16's resolution, so a bf16 evaluation mostly measures the
+    base model. On a GPU evaluate.py loaded checkpoints as bf16, and the sampler's default there decodes a
+    bf16 copy; emulated here on the CPU (the sampler's default made bf16): evaluation must still load the
+    checkpoint in float32 and decode with those weights."""
+    import engine
+    import evaluate
+    from model import build_tiny_model
+    from plumbing import save_checkpoint
+    model, tokenizer = build_tiny_model(seed=0)
+    path = str(tmp_path / "ckpt")
+    save_checkpoint(model, tokenizer, {"stage": "base"}, path)
+    loaded, decoded = [], []
+    real_init, real_load = engine.Sampler.__init__, evaluate.load_model
+
+    def gpu_default_init(self, model, *, dtype=None, **kwargs):  # a GPU's default: decode a bf16 copy
+        real_init(self, model, dtype=torch.bfloat16 if dtype is None else dtype, **kwargs)
+        decoded.append(next(self.model.parameters()).dtype)
+
+    def load_on_cpu(name, device, dtype, trainable=True):
+        loaded.append((torch.device(device).type, dtype))
+        return real_load(name, "cpu", dtype, trainable)
+
+    monkeypatch.setattr(engine.Sampler, "__init__", gpu_default_init)
+    monkeypatch.setattr(evaluate, "load_model", load_on_cpu)
+    cfg = evaluate.Config(model=path, task="arithmetic", max_operand=4, limit=2, max_new_tokens=2, device="cuda",
+                          out_dir=str(tmp_path))
+    metrics = evaluate.evaluate_model(cfg, quiet=True)
+    assert loaded == [("cuda", torch.float32)]
+    assert decoded and set(decoded) == {torch.float32}
+    assert 0 <= metrics["acc_t1"] <= 1

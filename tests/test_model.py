@@ -73,6 +73,24 @@ def test_logprobs_of_the_actions_only_equal_the_full_ones_there(tiny):
         assert torch.equal(token_logprobs(model, ids, attn, only=torch.zeros_like(only)), torch.zeros(3, 16))
 
 
+def test_training_forwards_build_no_kv_cache(tiny):
+    """token_logprobs (and bench.py's naive variant) run forwards nobody decodes from: without
+    use_cache=False the model builds a KV cache of the whole batch, every layer's K and V."""
+    import bench
+    model, _ = tiny
+    ids, attn = random_batch(model.config.vocab_size, seed=4)
+    caches = []
+    hook = model.model.register_forward_hook(lambda module, args, output: caches.append(output.past_key_values))
+    try:
+        with torch.no_grad():
+            token_logprobs(model, ids, attn)
+            bench.naive_logprobs(model, ids, attn)
+            model(input_ids=ids, attention_mask=attn)  # the control: a plain forward does build one
+    finally:
+        hook.remove()
+    assert caches[:2] == [None, None] and caches[2] is not None
+
+
 def test_token_logprobs_equals_models_own_loss(tiny):
     model, _ = tiny
     ids, _ = random_batch(model.config.vocab_size, seed=1)
@@ -151,6 +169,29 @@ def test_checkpoint_roundtrip_and_clear_errors(tiny, tmp_path):
         load_model(str(tmp_path / "nope" / "deeper"), "cpu")
     with pytest.raises(UsageError, match="GGUF file"):
         load_model(str(tmp_path / "x.gguf"), "cpu")
+
+
+def test_soft_capped_models_load_with_eager_attention(tmp_path, monkeypatch):
+    """Gemma-2 soft-caps its attention scores, which only eager attention applies. transformers 5.17 marks
+    Gemma-2 as SDPA-capable and loads it with SDPA, which drops the cap silently; emulated here (5.23 marks
+    it incapable and loads eager). load_model must load it eager whatever the version's default."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.gemma2 import modeling_gemma2
+    config = AutoConfig.for_model("gemma2", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  num_key_value_heads=1, head_dim=16, intermediate_size=64, vocab_size=100,
+                                  sliding_window=4, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+                                  initializer_range=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    model.save_pretrained(tmp_path / "gemma2")
+    monkeypatch.setattr(modeling_gemma2.Gemma2PreTrainedModel, "_supports_sdpa", True)  # as in 5.17
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "gemma2").config._attn_implementation == "sdpa"  # control
+    loaded = load_model(str(tmp_path / "gemma2"), "cpu", trainable=False)
+    assert loaded.config._attn_implementation == "eager"
+    ids = torch.randint(4, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(token_logprobs(loaded, ids, torch.ones_like(ids)),
+                                   token_logprobs(model, ids, torch.ones_like(ids)))
 
 
 def test_crash_between_renames_leaves_the_old_checkpoint(tiny, tmp_path):
