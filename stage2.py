@@ -29,7 +29,7 @@ Where this departs from the paper:
    save_every steps before each check; the paper does not define its window.
 3. The paper's optional extra prompts (first attempts sampled from the base model) are left out.
 4. --preset smol uses stage1.py's smol settings (its docstring, 6.): 128 episodes, 200 steps, lr 1e-5;
-   --preset smol_cpu its smol_cpu settings (its docstring, 8.): 16 episodes a step, lr 2e-5.
+   --preset smol_cpu its smol_cpu settings (its docstring, 8.): 32 episodes a step, temperature 0.7.
 """
 
 import dataclasses
@@ -111,9 +111,9 @@ PRESETS = {"tiny": dict(out_dir="out/tiny", steps=70, problems_per_step=16, samp
                         save_every=20),
            "smol": dict(out_dir="out/smol", steps=200, problems_per_step=32, samples_per_problem=4, micro_batch=128,
                         lr=1e-5, max_new_tokens=16, gradient_checkpointing=False, sample_every=20, save_every=25),
-           "smol_cpu": dict(out_dir="out/smol_cpu", steps=60, problems_per_step=4, samples_per_problem=4,
-                            micro_batch=16, lr=2e-5, max_new_tokens=16, gradient_checkpointing=False, device="cpu",
-                            sample_every=5, save_every=5)}
+           "smol_cpu": dict(out_dir="out/smol_cpu", steps=60, problems_per_step=8, samples_per_problem=4,
+                            micro_batch=32, lr=1e-5, temperature=0.7, max_new_tokens=16, gradient_checkpointing=False,
+                            device="cpu", sample_every=5, save_every=5)}
 
 
 def shaped_rewards(r1, r2, alpha):
