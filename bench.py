@@ -274,8 +274,9 @@ def ours_generate(sampler, prompts, **settings):
     return sampler.sample(prompts, temperature=1.0, **settings)
 
 
-def naive_logprobs(model, input_ids, attention_mask):
-    """The two-line version from token_logprobs' docstring: a (B, T-1, V) float32 log-softmax."""
+def naive_logprobs(model, input_ids, attention_mask, only=None):
+    """The two-line version from token_logprobs' docstring: a (B, T-1, V) float32 log-softmax at every
+    position (`only`, the actions that need one, is ignored: the naive path computes them all)."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    use_cache=False).logits  # (B, T, V); no KV cache: nothing reads one

@@ -27,7 +27,9 @@ def test_zero_is_a_setting_and_unset_is_table5():
     assert cfg.lr == 0.0
 
 
-def test_any_cuda_device_string_evaluates_in_bf16(monkeypatch, tmp_path):
+def test_any_cuda_device_string_evaluates_the_float32_weights(monkeypatch, tmp_path):
+    """cuda:N is a CUDA device, and evaluation loads the checkpoint's float32 weights on it (in bf16,
+    most of a run's small trained changes would round back to the base model's weights)."""
     seen = {}
 
     def fake_load_model(path, device, dtype, trainable):
@@ -39,7 +41,7 @@ def test_any_cuda_device_string_evaluates_in_bf16(monkeypatch, tmp_path):
     cfg = evaluate.Config(model=str(tmp_path), device="cuda:0", task="arithmetic", out_dir=str(tmp_path))
     with pytest.raises(RuntimeError, match="stop here"):
         evaluate.main(cfg)
-    assert seen["dtype"] == torch.bfloat16 and str(seen["device"]) == "cuda:0"
+    assert seen["dtype"] == torch.float32 and str(seen["device"]) == "cuda:0"
 
 
 def test_a_wrong_model_fails_before_the_data_is_fetched(monkeypatch, tmp_path):
