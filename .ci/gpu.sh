@@ -29,5 +29,5 @@ fi
 
 # The driver keeps each check within its own time budget; this is the backstop for a hang.
 limit=540
-[[ " $* " == *" --cpu "* ]] && limit=1800
+[[ " $* " == *" --cpu "* ]] && limit=3600
 exec timeout -k 10 $limit "$PYTHON" .ci/gpu_check.py "$@"
