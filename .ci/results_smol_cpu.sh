@@ -46,17 +46,19 @@ evaluate() {  # NAME OUT_DIR [ARGS...]: greedy evaluation, its records copied in
 evaluate base "$out" --model "$model"
 for seed in $seeds; do
   run=$out/seed$seed
+  mkdir -p "$res/seed$seed/logs" "$res/seed$seed/alpha0/logs"
+  # Each result is evaluated and its log copied as soon as it exists, so a stopped run has committed what it has.
   train "$run/stage1" python stage1.py --preset smol_cpu --model "$model" --seed "$seed" --out_dir "$run"
+  cp "$run"/logs/stage1.jsonl "$res/seed$seed/logs/"
+  evaluate "stage1_seed$seed" "$run" --model "$run/stage1"
   train "$run/stage2_last" python stage2.py --preset smol_cpu --seed $((seed + 100)) --out_dir "$run"
+  cp "$run"/logs/stage2.jsonl "$res/seed$seed/logs/"
+  evaluate "score_seed$seed" "$run"
   mkdir -p "$run/alpha0" && ln -sfn "$(realpath "$run/stage1")" "$run/alpha0/stage1"  # the same Stage I
   train "$run/alpha0/stage2_last" python stage2.py --preset smol_cpu --seed $((seed + 100)) --out_dir "$run/alpha0" \
     --alpha 0
-  evaluate "stage1_seed$seed" "$run" --model "$run/stage1"
-  evaluate "score_seed$seed" "$run"
-  evaluate "alpha0_seed$seed" "$run/alpha0"
-  mkdir -p "$res/seed$seed/logs" "$res/seed$seed/alpha0/logs"
-  cp "$run"/logs/stage1.jsonl "$run"/logs/stage2.jsonl "$res/seed$seed/logs/"
   cp "$run"/alpha0/logs/stage2.jsonl "$res/seed$seed/alpha0/logs/"
+  evaluate "alpha0_seed$seed" "$run/alpha0"
 done
 python evaluate.py --table "$res/*.jsonl" --out_dir "$res"
 python evaluate.py --curves "$res/seed*" --out_dir "$res"
