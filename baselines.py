@@ -39,10 +39,11 @@ import torch
 
 from model import (autocast, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs,
                    turn_end_id, turn_glue_ids)
-from plumbing import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, main_process_first,
-                      parse_config, read_run_config, require_device, save_checkpoint)
+from support.checkpoints import append_jsonl, find_checkpoint, read_run_config, save_checkpoint
+from support.distributed import all_gather, init_distributed, main_process_first
+from support.settings import UsageError, parse_config, require_device
 from rollout import run_episodes
-from tasks import get_task, load_problems
+from support.tasks import get_task, load_problems
 
 
 @dataclass

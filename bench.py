@@ -5,7 +5,7 @@ one run, so every speed-up is a ratio measured on the same device at the same mo
 
 Why a top-level script: nanoGPT keeps a `bench.py` next to `train.py` for the same reason, a
 benchmark is a recipe you read and run, not a library. It imports the real code paths:
-engine.Sampler, model.token_logprobs, stage1.reinforce_update, rollout.Episodes.
+support/sampler.py's Sampler, model.token_logprobs, stage1.reinforce_update, rollout.Episodes.
 
 Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architecture, batch 64, 512 + 512 tokens
         python bench.py --compile_decode true # the same, the decode step compiled + CUDA graphs (unmeasured)
@@ -55,13 +55,13 @@ The baseline is what a plain implementation writes: model.generate with its defa
 (which sample with top-k 50) on prompts in the order given, and log-probs from a full
 logits.log_softmax(-1), which needs batch x tokens x vocabulary floats; its micro-batch is its
 own (--baseline_micro_batch) because that tensor would not fit at ours'. Ours samples with
-engine.Sampler (a bf16 copy of the policy on a GPU, a static KV cache, its own decode loop) and its
+the Sampler (a bf16 copy of the policy on a GPU, a static KV cache, its own decode loop) and its
 update applies the truncated importance weights; both share the reference, loaded as stage1 loads it
 (fp32, the policy's numerics), and one Adam (fused on a GPU), so neither is charged for those.
 
 Where this departs from a real Stage I step:
 1. Token ids are random and nothing is decoded or scored: the verifier is CPU work outside the model.
-2. The two attempts are sampled with engine.Sampler exactly as rollout.run_episodes does, but here,
+2. The two attempts are sampled with the Sampler exactly as rollout.run_episodes does, but here,
    not through it, because run_episodes needs a tokenizer and a task.
 3. Reusing the reference forward pass is not a row: reinforce_update already runs the reference once
    per episode per step, the least that one update per batch allows.
@@ -87,9 +87,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import stage1
-from engine import Sampler
+from support.sampler import Sampler
 from model import autocast, load_model, token_logprobs
-from plumbing import UsageError, parse_config, require_device
+from support.settings import UsageError, parse_config, require_device
 from rollout import Episodes
 
 
@@ -270,7 +270,7 @@ def plain_generate(model, prompts, *, max_new_tokens, end_ids, pad_id, batch_siz
 
 
 def ours_generate(sampler, prompts, **settings):
-    """engine.Sampler at temperature 1, as rollout.run_episodes calls it."""
+    """The Sampler at temperature 1, as rollout.run_episodes calls it in training."""
     return sampler.sample(prompts, temperature=1.0, **settings)
 
 
@@ -642,7 +642,7 @@ def main(cfg):
                                  episodes=ours_episodes)
     pure_unsorted = timed(functools.partial(rollout, functools.partial(sample_plain, top_k=0, top_p=1.0)))
     row("pure sampling, not generate's default top-k 50", "rollout", base["rollout"], pure_unsorted)
-    row("engine.Sampler, not generate (pure, unsorted)", "rollout", pure_unsorted, ours["rollout"])
+    row("Sampler, not generate (pure, unsorted)", "rollout", pure_unsorted, ours["rollout"])
     if cfg.compile_decode:
         eager = Sampler(policy, dtype=dtype)
         row("compiled decode + CUDA graphs (flag)", "rollout",
@@ -661,7 +661,7 @@ def main(cfg):
         no_ckpt = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch))
         policy.gradient_checkpointing_enable()
         row("gradient checkpointing", "update", no_ckpt, ours["update"])
-    if not cfg.compile_decode:  # the compiled sampler's attention is its own (engine.decode_attention)
+    if not cfg.compile_decode:  # the compiled sampler's attention is its own (support/sampler.py: decode_attention)
         for model in {id(m): m for m in (policy, sampler.model)}.values():
             model.set_attn_implementation("eager")
         eager_rollout = timed(functools.partial(rollout, sample_ours))

@@ -7,7 +7,7 @@ messages into tokens, and compute per-token log-probabilities.
     check_chat_template           run at load: our token assembly reproduces the model's own template
     chat_prompt_ids / turn_glue_ids / turn_end_id   the chat-template tokens around each assistant turn
     token_logprobs                THE per-token log-prob function: policy, reference and evaluation
-    (sampling lives in engine.py; the scripts' shared plumbing in plumbing.py)
+    (sampling lives in support/sampler.py; what the scripts share besides the model, in support/)
 
 token_logprobs never builds the [batch, tokens, vocab] log-softmax of a whole batch: with Qwen's
 151,936-token vocabulary that tensor alone is 20 GB for 64 x 512 tokens in bf16.
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from plumbing import UsageError  # re-exported: `from model import UsageError` keeps working
+from support.settings import UsageError  # re-exported: `from model import UsageError` keeps working
 
 
 # ----------------------------------------------------------------------------- loading
@@ -69,7 +69,7 @@ def load_tokenizer(name):
 def soft_caps_attention(config):
     """True for a model that soft-caps its attention scores, tanh before the softmax (Gemma-2:
     attn_logit_softcapping = 50). Only eager attention applies that cap: SDPA refuses it (transformers
-    5.23) or silently drops it (5.17), and engine.decode_attention, SDPA underneath, cannot apply it."""
+    5.23) or silently drops it (5.17), and the sampler's decode_attention, SDPA underneath, cannot apply it."""
     return bool(getattr(config.get_text_config(decoder=True), "attn_logit_softcapping", None))
 
 
@@ -78,7 +78,7 @@ def load_model(name, device, dtype=torch.float32, trainable=True):
     The policy keeps float32 weights: Adam's 5e-6 steps are below bf16's resolution (a bf16 weight
     of 1.0 can't move by less than 0.0078), so they would vanish. Speed comes from bf16 autocast.
     The frozen reference is loaded the same way (stage1.load_policy_and_reference), so that its
-    log-probs are computed with exactly the policy's numerics (engine.py samples from a bf16 copy)."""
+    log-probs are computed with exactly the policy's numerics (support/sampler.py samples from a bf16 copy)."""
     from transformers import AutoModelForCausalLM
     _check_source(name)
     folder, gguf_file = _split_gguf(name)
@@ -295,7 +295,7 @@ def check_chat_template(tokenizer):
 
 # ----------------------------------------------------------------------------- sampling
 
-# Sampling lives in engine.py (engine.Sampler): a decode loop of its own with a static KV cache, bf16
+# Sampling lives in support/sampler.py (Sampler): a decode loop of its own with a static KV cache, bf16
 # weights on a GPU, and the log-prob of every token it draws. token_logprobs below stays THE log-prob
 # function every update trusts; the sampler's own log-probs only measure and correct the gap to it.
 

@@ -36,7 +36,7 @@ How is_equiv decides, cheapest step first:
    that a decimal of 4+ places matches a fraction with no finite decimal if it is that fraction
    rounded (0.0833 for 1/12); only what is left goes to sympy (identities such as sec^2 y =
    tan^2 y + 1, factors in another order);
-4. sympy runs in a child process under a deadline (sympy_check.py): a hostile answer like
+4. sympy runs in a child process under a deadline (support/sympy_worker.py): a hostile answer like
    10^{10^{10}} costs timeout_s and a worker restart, never a hang.
 
 Known limits: the question is not seen, so units, "simplest form" and radians vs degrees are
@@ -54,9 +54,9 @@ import time
 from fractions import Fraction
 
 if os.path.dirname(os.path.abspath(__file__)) not in map(os.path.abspath, sys.path):
-    sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # loaded by path: sympy_check.py is beside it
-from sympy_check import MATH_FUNCTIONS as _MATH_WORDS  # noqa: E402
-from sympy_check import sympy_says_equal as _sympy_says_equal  # noqa: E402
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # loaded by path: support/ is beside it
+from support.sympy_worker import MATH_FUNCTIONS as _MATH_WORDS  # noqa: E402
+from support.sympy_worker import sympy_says_equal as _sympy_says_equal  # noqa: E402
 
 # ---- Extraction --------------------------------------------------------------------------------
 
@@ -597,14 +597,14 @@ def arithmetic_reward(response: str, gold: str) -> float:
         return 0.0
 
 
-# ---- Code: see sandbox.py ----
+# ---- Code: see support/sandbox.py ----
 
 
 def code_rewards(responses, tests, timeout_s=5.0):
     """1.0 for each response whose program passes all of its tests, else 0.0. The program is the
     response's last complete ```python block (or its raw text); `tests` run after it in the same
-    namespace. Checks run in parallel, each in a separate process with limits (sandbox.py)."""
-    from sandbox import extract_code, run_tests_batch
+    namespace. Checks run in parallel, each in a separate process with limits (support/sandbox.py)."""
+    from support.sandbox import extract_code, run_tests_batch
     passed = run_tests_batch([(extract_code(r), t) for r, t in zip(responses, tests)], timeout_s=timeout_s)
     return [float(ok) for ok in passed]
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from engine import Sampler
+from support.sampler import Sampler
 from model import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
-from plumbing import UsageError
+from support.settings import UsageError
 
 MATH_PROMPT = (
     "You are a math expert. When you respond, respond only with the Solution of the final Problem, thinking "
@@ -69,7 +69,7 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
     """Sample k = samples_per_problem episodes for each problem and score every attempt.
     first_attempts (one text per problem) replaces sampling at attempt 1 with that given text, as in
     the paper's MBPP-R (offline repair of recorded wrong attempts, evaluate.py --repair).
-    sampler: the engine.Sampler of `model` that the training loop keeps (it holds a bf16 copy of the
+    sampler: the support.sampler.Sampler of `model` that the training loop keeps (it holds a bf16 copy of the
     policy on a GPU); None makes one for this call (evaluation, baselines: no copy is kept)."""
     k, device = samples_per_problem, next(model.parameters()).device
     sampler = sampler or Sampler(model)
@@ -95,7 +95,7 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
             cut = [False] * len(ys)
             lps = [[float("nan")] * len(y) for y in ys]  # nobody sampled them: no sampler log-prob
         else:
-            # 1. (and 2.) an attempt: sample y_t given the conversation so far (engine.py).
+            # 1. (and 2.) an attempt: sample y_t given the conversation so far (support/sampler.py).
             ys, cut, lps = sampler.sample(contexts, max_new_tokens=max_new_tokens, temperature=temperature,
                                           end_ids=end_ids, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
         sampler_logps.append(lps)

@@ -38,7 +38,7 @@ Where this departs from the paper:
    beta2, alpha and temperature; 128 episodes a step (32 problems x k = 4) for 200 steps; Adam lr 1e-5,
    twice Table 5's MATH value, because a 135M model and 200 steps are far from Gemini and 3000 steps.
    These settings have not been run on a GPU yet (README, "A real model").
-7. Sampling and training compute with different numerics (engine.py samples from a bf16 copy of the
+7. Sampling and training compute with different numerics (support/sampler.py samples from a bf16 copy of the
    fp32 policy on a GPU), so each token's policy-gradient term is weighted by the truncated importance
    weight min(pi / pi_sampler, C), C = 2 (Yao et al. 2025; --is_clip 0: off). The reference
    is kept in fp32 under the policy's autocast, so the KL is exactly 0 before the first update.
@@ -47,7 +47,7 @@ Where this departs from the paper:
    0.7, not 1.0: at 1.0 this 135M model is right on ~10 % of its samples against 45 % greedy, so most
    RLOO groups score all 0 and carry no signal, and a CPU pilot (16 episodes, lr 2e-5) only drifted
    (KL 0.5-1.5 nats, no reward gain in 19 steps). The sampler still records temperature-1 log-probs
-   (engine.py, 5.), so the update is a policy gradient of the tempered sampler's draws. lr 1e-5 (twice
+   (support/sampler.py, 5.), so the update is a policy gradient of the tempered sampler's draws. lr 1e-5 (twice
    Table 5's MATH value) and beta2 = 1.0 (ten times Table 5's): at 0.1 a CPU pilot's greedy attempt 1
    moved 12 points (47.5 -> 59.5 on 200 problems) and attempt 2 learned to copy it, the collapse Stage
    I exists to prevent (the paper: beta2 may be adapted). beta1 and alpha stay Table 5's.
@@ -67,13 +67,15 @@ from tqdm import tqdm
 
 from model import (autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer,
                    token_logprobs, turn_end_id, turn_glue_ids, use_bf16)
-from plumbing import (UsageError, all_gather, append_jsonl, average_gradients, barrier, find_checkpoint,
-                      init_distributed, load_training_state, main_process_first, parse_config, read_run_config,
-                      require_device, restore_training_state, save_checkpoint, training_state, world)
-from engine import Sampler
+from support.checkpoints import (append_jsonl, find_checkpoint, load_training_state, read_run_config,
+                                 restore_training_state, save_checkpoint, training_state)
+from support.distributed import (all_gather, average_gradients, barrier, init_distributed, main_process_first,
+                                 rank_and_world_size)
+from support.settings import UsageError, parse_config, require_device
+from support.sampler import Sampler
 from evaluate import self_correction_metrics
 from rollout import run_episodes
-from tasks import SMOL_MIX, get_task, load_problems
+from support.tasks import SMOL_MIX, get_task, load_problems
 
 
 @dataclass
@@ -127,7 +129,7 @@ class Config:
     save_every: int = 50
     """checkpoint every this many steps (and at the end)"""
     compile_decode: bool = False
-    """CUDA only, not yet measured: compile the decode step and replay it as a CUDA graph (engine.py)"""
+    """CUDA only, not yet measured: compile the decode step and replay it as a CUDA graph (support/sampler.py)"""
     resume: bool = False
     """continue from {out_dir}/stage1: weights, Adam state, RNG states, step; logs keep each step once"""
 
@@ -170,7 +172,7 @@ def truncated_importance_weights(logp, sampler_logp, clip):
     """Token-level truncated importance sampling (Yao et al. 2025, "Your efficient RL framework
     secretly brings you off-policy RL training"; the correction verl and OpenRLHF adopt):
         w_t = min(pi_theta(y_t) / pi_sampler(y_t), C)      no gradient through w
-    The sampler (engine.py: bf16 weights, KV cache) and the trainer (token_logprobs: fp32 master
+    The sampler (support/sampler.py: bf16 weights, KV cache) and the trainer (token_logprobs: fp32 master
     weights under autocast, one full forward) compute slightly different numbers, so the tokens
     were drawn from pi_sampler, not from the pi_theta we differentiate. w reweights each token's
     policy-gradient term back to pi_theta; truncating at C bounds the variance (sequence-level
@@ -250,7 +252,7 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
         loss = policy_gradient_loss(logp, masks, advantages, n, weights)
         loss.backward()
         loss_sum += loss.item()
-    average_gradients(policy)  # several processes (torchrun): the mean gradient of the whole batch (plumbing.py)
+    average_gradients(policy)  # several processes (torchrun): the mean gradient of the whole batch (support/distributed.py)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -306,7 +308,7 @@ def log_step(step, episodes, stats, seconds, log_path, samples_path, sample_ever
     shares = all_gather({"correct": episodes.rewards.bool().tolist(), "truncated": episodes.truncated.tolist(),
                          "tokens": int(episodes.action_masks.sum()), "kl": stats["kl"], "loss": stats["loss"],
                          **{k: stats[k] for k in mismatch_keys}})
-    if world()[0] != 0:
+    if rank_and_world_size()[0] != 0:
         return None
     correct = [sum((s["correct"][t] for s in shares), []) for t in range(turns)]
     truncated = [sum((s["truncated"][t] for s in shares), []) for t in range(turns)]
@@ -325,7 +327,7 @@ def log_step(step, episodes, stats, seconds, log_path, samples_path, sample_ever
                   sampled_tokens_per_s=sum(s["tokens"] for s in shares) / seconds["rollout"], **seconds)
     kls = " ".join(f"kl{t + 1} {kl[t]:.4f}" for t in range(turns))
     truncs = "/".join(f"{record[f'truncated_t{t + 1}']:.2f}" for t in range(turns))
-    # mis: mean |log pi - log pi_sampler| per sampled token (engine.py vs token_logprobs; IS corrects it)
+    # mis: mean |log pi - log pi_sampler| per sampled token (the sampler vs token_logprobs; IS corrects it)
     mis = f"mis {record['mismatch']:.4f} | " if "mismatch" in record else ""
     tqdm.write(f"step {step:4d} | {line} | {kls} | trunc {truncs} | {mis}{record['sampled_tokens_per_s']:.0f} tok/s | "
                f"{sum(seconds.values()):.1f}s")
@@ -410,14 +412,14 @@ def main(cfg):
         cfg.model = os.path.join(cfg.out_dir, "base")
         if rank == 0:
             model, tokenizer = build_tiny_model(cfg.seed)
-            if cfg.task == "arithmetic":  # other tasks only check the plumbing: a random model can't code
+            if cfg.task == "arithmetic":  # other tasks only check that the scripts run: a random model can't code
                 warm_up_tiny_base(model, tokenizer, task, problems, seed=cfg.seed)
             save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, cfg.model)
         barrier()
         policy_path = cfg.model
     tokenizer, policy, reference = load_policy_and_reference(policy_path, cfg.model, cfg)
     optimizer = make_optimizer(policy, cfg.lr, cfg.device)
-    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (engine.py)
+    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (support/sampler.py)
     start = 0
     if state is not None:
         start = restore_training_state(state, optimizer, rng, cfg.device, [log_path, samples_path])

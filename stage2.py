@@ -42,14 +42,15 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from plumbing import (UsageError, all_gather, find_checkpoint, init_distributed, load_training_state,
-                      main_process_first, parse_config, read_run_config, restore_training_state, save_checkpoint,
-                      training_state)
+from support.checkpoints import (find_checkpoint, load_training_state, read_run_config, restore_training_state,
+                                 save_checkpoint, training_state)
+from support.distributed import all_gather, init_distributed, main_process_first
+from support.settings import UsageError, parse_config
 from rollout import run_episodes
-from engine import Sampler
+from support.sampler import Sampler
 from model import use_bf16
 from stage1 import check_config, load_policy_and_reference, log_step, make_optimizer, reinforce_update
-from tasks import get_task, load_problems
+from support.tasks import get_task, load_problems
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Config:
     save_every: int = 50
     """compare the training reward every this many steps; save when it is the best so far"""
     compile_decode: bool = False
-    """CUDA only, not yet measured: compile the decode step and replay it as a CUDA graph (engine.py)"""
+    """CUDA only, not yet measured: compile the decode step and replay it as a CUDA graph (support/sampler.py)"""
     resume: bool = False
     """continue from {out_dir}/stage2_last: weights, Adam state, RNG states, step, best training reward so far"""
 
@@ -152,7 +153,7 @@ def main(cfg):
         init = read_run_config(policy_path)["init"]
     tokenizer, policy, reference = load_policy_and_reference(policy_path, base_model, cfg)
     optimizer = make_optimizer(policy, cfg.lr, cfg.device)
-    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (engine.py)
+    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (support/sampler.py)
     start, window, best = 0, [], float("-inf")
     if state is not None:
         start = restore_training_state(state, optimizer, rng, cfg.device, [log_path, samples_path])

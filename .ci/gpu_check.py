@@ -10,11 +10,11 @@ order; the lines also go to $OUT/gpu_check.txt ($OUT set) or out/gpu_check.txt, 
 to gpu_check.log beside it. The exit status is 1 if any check failed. Each check has a time budget
 (SCALES), and the GPU run stops starting checks at TOTAL_BUDGET_S, so it ends within 8 minutes.
 
- 1. sampler       engine.Sampler decodes with bf16 weights and a bf16 KV cache, and a left-padded row
+ 1. sampler       support.sampler.Sampler decodes with bf16 weights and a bf16 KV cache, and a left-padded row
                   gets what the same prompt gets alone
  2. update        stage1.reinforce_update: fused Adam, KL exactly 0 at step 0, finite gradients, and
                   the sampler's copy equal to the stepped policy cast to bf16 at the next rollout
- 3. resume        plumbing's checkpoint restores Adam's state and the CUDA RNG state
+ 3. resume        support/checkpoints.py's checkpoint restores Adam's state and the CUDA RNG state
  4. compile       Sampler(compile=True) against eager: greedy tokens, graphs, recompiles, speed
  5. memory        peak memory of a Qwen2.5-1.5B update at 64 full-length episodes
  6. tiny          stage1/stage2/evaluate --preset tiny on the device, and stage1 under torchrun (NCCL)
@@ -143,7 +143,7 @@ class Run:
         frozen), Adam, and the sampler. On the CPU the sampler is forced to a bf16 copy, the GPU's path."""
         if self.state is None:
             import stage1
-            from engine import Sampler
+            from support.sampler import Sampler
             policy = self.build_model()
             getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
             policy.train()
@@ -155,7 +155,7 @@ class Run:
 
     def autocast(self):
         """The update's numerics: bf16 autocast, as model.autocast gives on a GPU; on the CPU the same
-        autocast by hand (the scripts run plain fp32 there), as tests/test_engine.py does."""
+        autocast by hand (the scripts run plain fp32 there), as tests/test_sampler.py does."""
         from contextlib import nullcontext
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.cpu else nullcontext()
 
@@ -305,10 +305,10 @@ def check_update(run):
 
 def check_resume(run):
     """A tiny model, two real updates so Adam has state, a checkpoint written and read back with
-    plumbing's helpers, restored into a fresh optimizer: Adam's tensors and the RNG streams match."""
+    support/checkpoints.py's helpers, restored into a fresh optimizer: Adam's tensors and the RNG streams match."""
     import stage1
     from model import build_tiny_model
-    from plumbing import load_training_state, restore_training_state, save_checkpoint, training_state
+    from support.checkpoints import load_training_state, restore_training_state, save_checkpoint, training_state
     model, tokenizer = build_tiny_model(seed=0, hidden_size=32)
     model.to(run.device)
     optimizer = stage1.make_optimizer(model, 1e-3, run.device)
@@ -364,9 +364,9 @@ def compile_counters():
 def check_compile(run):
     """Sampler(compile=True) and the eager sampler, greedy, on the same prompts: first compiled call
     (compile + capture), then two timed calls, the second with other prompt lengths that fall in the
-    same cache-length bucket (engine.Sampler.new_cache rounds to 256), so it should reuse the graph."""
+    same cache-length bucket (support.sampler.Sampler.new_cache rounds to 256), so it should reuse the graph."""
     import torch._dynamo
-    from engine import Sampler
+    from support.sampler import Sampler
     s, st = run.scale, run.policy_state()
     torch._dynamo.reset()
     from torch._dynamo.utils import counters
@@ -394,7 +394,7 @@ def check_compile(run):
     if run.cpu:
         # Inductor's C++ code generation takes ~2 minutes on 2 cores; dynamo's tracing, guards, graphs and
         # recompiles (what this check counts) are the same with its eager backend. Inductor itself runs on
-        # the CPU in tests/test_engine.py's slow tier.
+        # the CPU in tests/test_sampler.py's slow tier.
         torch.compile = lambda fn, mode=None, **kwargs: real_compile(fn, backend="eager", **kwargs)
     try:
         compiled = Sampler(st.policy, dtype=None, compile=True)
@@ -527,7 +527,7 @@ def read_log(path):
 
 def check_tiny(run):
     """The tutorial pipeline on the device with few steps, then Stage I under torchrun with one
-    process: NCCL on a GPU, gloo on the CPU (plumbing.init_distributed chooses). On the CPU, Stage I
+    process: NCCL on a GPU, gloo on the CPU (support.distributed.init_distributed chooses). On the CPU, Stage I
     starts from a tiny base saved here without the preset's 200-step supervised warm-up (minutes on a
     busy 2-core CPU; tests/test_learning.py runs it); on the GPU it is `--preset tiny` as the README
     has it. Under torchrun Stage I starts from the pipeline's saved base, the same code minus the warm-up."""
@@ -539,7 +539,7 @@ def check_tiny(run):
     t = time.perf_counter()
     if run.cpu:
         from model import build_tiny_model
-        from plumbing import save_checkpoint
+        from support.checkpoints import save_checkpoint
         model, tokenizer = build_tiny_model(seed=0)
         save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, base)
         cli_ok(run, ["stage1.py", "--preset", "tiny", "--model", base, *few])
@@ -556,8 +556,8 @@ def check_tiny(run):
     cli_ok(run, torchrun)
     config = json.load(open(os.path.join(ddp, "stage1", "score_config.json")))
     check(config.get("world_size") == 1, f"torchrun's checkpoint says world_size {config.get('world_size')}")
-    # One process makes no collective call in the stages (plumbing skips them at world size 1), so
-    # the process group's backend is checked by a probe: plumbing.init_distributed, then an all-reduce.
+    # One process makes no collective call in the stages (support/distributed.py skips them at world size 1), so
+    # the process group's backend is checked by a probe: init_distributed, then an all-reduce.
     probed = cli_ok(run, ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", ".ci/gpu_check.py",
                           "--probe", dev])
     found = re.search(r"probe: backend (\w+), all_reduce (\w+)", probed)
@@ -567,7 +567,7 @@ def check_tiny(run):
     warm = "from a saved tiny base, no warm-up" if run.cpu else "with the preset's warm-up"
     return (f"stage1 ({warm}), stage2 (2 steps each) and evaluate (16 problems) on {dev} in {t_pipeline:.0f} s; "
             f"torchrun --nproc_per_node 1: stage1 wrote its checkpoint (world_size 1), an all-reduce over {backend} "
-            f"through plumbing.init_distributed")
+            f"through support.distributed.init_distributed")
 
 
 def check_bench(run):
@@ -652,7 +652,7 @@ CHECKS = [("sampler", check_sampler), ("update", check_update), ("resume", check
 def probe(device):
     """Run under torchrun by check_tiny: join the process group as the stages do, all-reduce a tensor."""
     import torch.distributed as dist
-    from plumbing import init_distributed
+    from support.distributed import init_distributed
     rank, size, device = init_distributed(device)
     x = torch.full((4,), float(rank + 1), device=device)
     dist.all_reduce(x)

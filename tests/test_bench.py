@@ -71,7 +71,7 @@ def test_cpu_preset_runs_and_prints_its_tables():
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for expected in ("Stage I step on the CPU", "rollout", "reference", "update", "step split",
-                     "% of bandwidth roofline", "% MFU", "growth per extra token", "engine.Sampler, not generate",
+                     "% of bandwidth roofline", "% MFU", "growth per extra token", "Sampler, not generate",
                      "chunked log-probs", "gradient checkpointing", "SDPA attention", "truncated IS weights",
                      "sampler in torch.bfloat16", "before correction"):
         assert expected in text, f"{expected!r} missing from:\n{text}"

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from model import build_tiny_model
 from rollout import run_episodes
 from stage1 import reinforce_update
-from tasks import get_task, load_problems
+from support.tasks import get_task, load_problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K, PROBLEMS = 2, 8
@@ -94,7 +94,7 @@ def test_init_distributed_leaves_the_process_group_at_exit(tmp_path):
         port = s.getsockname()[1]
     code = ("import atexit, torch.distributed as dist\n"
             "atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))\n"
-            "from plumbing import init_distributed\n"
+            "from support.distributed import init_distributed\n"
             "print(init_distributed('cpu'))\n")
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(port), "PYTHONPATH": ROOT}

@@ -28,7 +28,7 @@ def gguf_path(tmp_path_factory):
 
 
 def test_gguf_logprobs_glue_and_sampling(gguf_path):
-    from engine import Sampler
+    from support.sampler import Sampler
     from model import chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs, turn_glue_ids
     tokenizer, model = load_tokenizer(gguf_path), load_model(gguf_path, "cpu", trainable=False)
     end_ids = end_of_turn_ids(model, tokenizer)

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from engine import Sampler
+from support.sampler import Sampler
 from model import (build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs,
                    turn_glue_ids)
-from plumbing import UsageError, save_checkpoint, find_checkpoint
+from support.checkpoints import find_checkpoint, save_checkpoint
+from support.settings import UsageError
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 import evaluate
 import stage1
 import stage2
-import tasks
-from plumbing import UsageError, parse_config
+from support import tasks
+from support.settings import UsageError, parse_config
 
 
 def test_zero_is_a_setting_and_unset_is_table5():
@@ -55,7 +55,7 @@ def test_a_wrong_model_fails_before_the_data_is_fetched(monkeypatch, tmp_path):
 
 def test_single_turn_ablation_starts_from_the_base_model(tmp_path):
     from model import build_tiny_model
-    from plumbing import save_checkpoint
+    from support.checkpoints import save_checkpoint
     base = str(tmp_path / "base")
     net, tokenizer = build_tiny_model(seed=0, hidden_size=32)
     save_checkpoint(net, tokenizer, {"stage": "base"}, base)

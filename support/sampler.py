@@ -51,7 +51,7 @@ What it does, and why (the numbers are the comments' in Sampler):
    graphs: the ~1,300 kernel launches of a step replayed as one), and routes the decode step's
    attention through `decode_attention`, grouped-query attention without copying K/V (a model that
    soft-caps attention scores, Gemma-2, keeps eager attention: use_decode_attention). On a CPU,
-   compile=True uses inductor without graphs (tests/test_engine.py: same tokens as eager). The
+   compile=True uses inductor without graphs (tests/test_sampler.py: same tokens as eager). The
    default is plain eager, the path that has run.
 """
 
@@ -77,7 +77,7 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     if kwargs.get("softcap"):
         raise ValueError("decode_attention cannot soft-cap attention scores; a soft-capped model keeps its eager "
-                         "attention (engine.use_decode_attention)")
+                         "attention (support.sampler.use_decode_attention)")
     B, n_heads, q_len, D = query.shape
     n_kv = key.shape[1]
     if q_len != 1 or n_heads == n_kv:

@@ -1,4 +1,4 @@
-"""engine.py and the numerics around it: the sampler gives the plain path's greedy tokens and records
+"""support/sampler.py and the numerics around it: the sampler gives the plain path's greedy tokens and records
 the model's own log-probs; its copy follows the policy after an optimizer step; the reference's KL is
 exactly 0 at step 0; the truncated importance weights; no field of a model's generation_config reaches
 sampling or evaluation; the grouped-query decode attention equals the stock one."""
@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from engine import Sampler, decode_attention
+from support.sampler import Sampler, decode_attention
 from model import UsageError, build_tiny_model, cpu_has_native_bf16, token_logprobs, use_bf16
-from plumbing import save_checkpoint
+from support.checkpoints import save_checkpoint
 from rollout import run_episodes
 from stage1 import load_policy_and_reference, reinforce_update, truncated_importance_weights
-from tasks import get_task, load_problems
+from support.tasks import get_task, load_problems
 
 
 def gqa_model(seed=0, vocab=300, init=0.2):

@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-from plumbing import UsageError
+from support.settings import UsageError
 from reward import arithmetic_reward, math_reward
 from rollout import CODE_SELF_CORRECTION_INSTRUCTION, MATH_PROMPT, SELF_CORRECTION_INSTRUCTION
 
