@@ -60,16 +60,16 @@ from dataclasses import dataclass
 
 import torch
 
-from support.sampler import Sampler
 from model import load_model, load_tokenizer
-
-from support.checkpoints import append_jsonl, find_checkpoint, read_run_config
-from support.distributed import all_gather, init_distributed, rank_and_world_size
-from support.settings import UsageError, parse_config, require_device
+from reward import self_correction_metrics  # Table 2's metrics live in reward.py; `from evaluate import` works too
+from rollout import run_episodes
 from support.analysis import (TABLE_HEADER, answer_equiv, compute_budget_curve, edit_distance_ratio, expand_paths,
                               final_answer, format_row, plot_results, plot_training_curves, print_histogram,
                               ratio_histogram, results_table)
-from rollout import run_episodes
+from support.checkpoints import append_jsonl, find_checkpoint, read_run_config
+from support.distributed import all_gather, init_distributed, rank_and_world_size
+from support.sampler import Sampler
+from support.settings import UsageError, parse_config, require_device
 from support.tasks import SMOL_MIX, get_task, load_problems, read_jsonl
 
 
@@ -138,18 +138,7 @@ def evaluation_sampler(model):
     return Sampler(model, dtype=EVAL_DTYPE)
 
 
-# ----------------------------------------------------------------------------- Table 2 and N attempts
-
-def self_correction_metrics(correct_t1, correct_t2):
-    """The five numbers of the paper's Table 2 from per-problem correctness (lists of bools)."""
-    n = len(correct_t1)
-    if n == 0 or n != len(correct_t2):
-        raise ValueError("need the same non-zero number of attempt-1 and attempt-2 results")
-    acc_t1, acc_t2 = sum(correct_t1) / n, sum(correct_t2) / n
-    return {"acc_t1": acc_t1, "acc_t2": acc_t2, "delta": acc_t2 - acc_t1,
-            "delta_i2c": sum(not a and b for a, b in zip(correct_t1, correct_t2)) / n,
-            "delta_c2i": sum(a and not b for a, b in zip(correct_t1, correct_t2)) / n}
-
+# ----------------------------------------------------------------------------- N attempts
 
 def turn_flows(correct_by_turn):
     """Accuracy after each attempt and the flows from the attempt before it.
@@ -161,8 +150,6 @@ def turn_flows(correct_by_turn):
         flows.append({"turn": t + 1, "acc": m["acc_t2"], "delta": m["delta"], "delta_i2c": m["delta_i2c"],
                       "delta_c2i": m["delta_c2i"]})
     return flows
-
-
 
 
 # ----------------------------------------------------------------------------- the runs

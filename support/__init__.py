@@ -7,6 +7,7 @@ Each file here is one concept behind the top-level scripts.
     distributed.py    torchrun: process group, all_gather, gradient averaging (no-ops without torchrun)
     tasks.py          the tasks' data: arithmetic made in-process, MATH, MBPP and HumanEval downloaded once
     sampler.py        the sampler: a decode loop with a static KV cache that records its log-probs
+    math_answers.py   reading and normalising MATH answers (reward.is_equiv's rules)
     sympy_worker.py   the sympy comparison, in a child process killed at its deadline
     sandbox.py        runs model-written programs against their tests, in a process with limits
     analysis.py       the paper's analyses on recorded results: edit distance, majority vote, tables, plots

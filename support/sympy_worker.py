@@ -1,6 +1,7 @@
-"""sympy for the MATH checker (reward.py): LaTeX to sympy syntax, and a child process that runs it.
+"""sympy for the MATH checker (reward.is_equiv, support/math_answers.py): LaTeX to sympy syntax, and a
+child process that runs it.
 
-reward.py decides almost every pair with strings and exact fractions; what is left (identities such
+The checker decides almost every pair with strings and exact fractions; what is left (identities such
 as sec^2 y = tan^2 y + 1, factors in another order, equations up to a factor) comes here. This is its
 own file because it is its own world: sympy is imported only in a child process
 (`python support/sympy_worker.py --sympy-worker`), which a deadline can kill. A thread cannot be

@@ -1,4 +1,4 @@
-"""Tests of the MATH answer checker in reward.py.
+"""Tests of the MATH answer checker: reward.py (math_reward, is_equiv) and support/math_answers.py.
 
 1. extraction: the Minerva phrase, boxes, and responses with no answer;
 2. the labelled benchmark tests/math_equiv_cases.jsonl: (gold, pred, label, kind) pairs written by
