@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model import (autocast, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs,
-                   turn_end_id, turn_glue_ids)
+from model import autocast, load_model, load_tokenizer, token_logprobs
+from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
 from support.checkpoints import append_jsonl, find_checkpoint, read_run_config, save_checkpoint
 from support.distributed import all_gather, init_distributed, main_process_first
 from support.settings import UsageError, parse_config, require_device

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from support.sampler import Sampler
-from model import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
+from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
 from support.settings import UsageError
 
 MATH_PROMPT = (

@@ -65,8 +65,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from model import (autocast, build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer,
-                   token_logprobs, turn_end_id, turn_glue_ids, use_bf16)
+from model import autocast, load_model, load_tokenizer, token_logprobs, use_bf16
+from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
+from support.tiny import build_tiny_model
 from support.checkpoints import (append_jsonl, find_checkpoint, load_training_state, read_run_config,
                                  restore_training_state, save_checkpoint, training_state)
 from support.distributed import (all_gather, average_gradients, barrier, init_distributed, main_process_first,

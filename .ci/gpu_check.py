@@ -307,7 +307,7 @@ def check_resume(run):
     """A tiny model, two real updates so Adam has state, a checkpoint written and read back with
     support/checkpoints.py's helpers, restored into a fresh optimizer: Adam's tensors and the RNG streams match."""
     import stage1
-    from model import build_tiny_model
+    from support.tiny import build_tiny_model
     from support.checkpoints import load_training_state, restore_training_state, save_checkpoint, training_state
     model, tokenizer = build_tiny_model(seed=0, hidden_size=32)
     model.to(run.device)
@@ -538,7 +538,7 @@ def check_tiny(run):
     few = ["--device", dev, "--out_dir", out, "--steps", "2", "--save_every", "2"]
     t = time.perf_counter()
     if run.cpu:
-        from model import build_tiny_model
+        from support.tiny import build_tiny_model
         from support.checkpoints import save_checkpoint
         model, tokenizer = build_tiny_model(seed=0)
         save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, base)

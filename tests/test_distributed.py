@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from model import build_tiny_model
+from support.tiny import build_tiny_model
 from rollout import run_episodes
 from stage1 import reinforce_update
 from support.tasks import get_task, load_problems

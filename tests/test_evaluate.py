@@ -115,7 +115,7 @@ def test_results_table_in_the_papers_format(tmp_path):
 
 
 def test_given_first_attempts_replace_sampling():
-    from model import build_tiny_model
+    from support.tiny import build_tiny_model
     from rollout import run_episodes
     from support.tasks import get_task, load_problems
     model, tokenizer = build_tiny_model(seed=0)
@@ -196,7 +196,7 @@ def test_evaluation_loads_and_decodes_the_float32_weights(tmp_path, monkeypatch)
     checkpoint in float32 and decode with those weights."""
     import support.sampler
     import evaluate
-    from model import build_tiny_model
+    from support.tiny import build_tiny_model
     from support.checkpoints import save_checkpoint
     model, tokenizer = build_tiny_model(seed=0)
     path = str(tmp_path / "ckpt")

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model import build_tiny_model, token_logprobs
+from model import token_logprobs
+from support.tiny import build_tiny_model
 from rollout import Episodes
 from stage1 import policy_gradient_loss, reinforce_update, rloo_advantages
 from stage2 import shaped_rewards

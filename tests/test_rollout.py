@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from model import build_tiny_model
+from support.tiny import build_tiny_model
 from rollout import MATH_PROMPT, SELF_CORRECTION_INSTRUCTION, run_episodes
 from support.tasks import get_task, load_problems
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from support.sampler import Sampler, decode_attention
-from model import UsageError, build_tiny_model, cpu_has_native_bf16, token_logprobs, use_bf16
+from model import cpu_has_native_bf16, token_logprobs, UsageError, use_bf16
+from support.tiny import build_tiny_model
 from support.checkpoints import save_checkpoint
 from rollout import run_episodes
 from stage1 import load_policy_and_reference, reinforce_update, truncated_importance_weights

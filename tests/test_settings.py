@@ -54,7 +54,7 @@ def test_a_wrong_model_fails_before_the_data_is_fetched(monkeypatch, tmp_path):
 
 
 def test_single_turn_ablation_starts_from_the_base_model(tmp_path):
-    from model import build_tiny_model
+    from support.tiny import build_tiny_model
     from support.checkpoints import save_checkpoint
     base = str(tmp_path / "base")
     net, tokenizer = build_tiny_model(seed=0, hidden_size=32)

@@ -13,8 +13,9 @@ import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from model import (CHAT_DATE, build_tiny_model, chat_prompt_ids, check_chat_template, end_of_turn_ids, render_chat,
-                   turn_end_id, turn_glue_ids)
+from support.chat_template import (CHAT_DATE, chat_prompt_ids, check_chat_template, end_of_turn_ids, render_chat,
+                                   turn_end_id, turn_glue_ids)
+from support.tiny import build_tiny_model
 from support.settings import UsageError
 
 CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
