@@ -61,8 +61,8 @@ update applies the truncated importance weights; both share the reference, loade
 
 Where this departs from a real Stage I step:
 1. Token ids are random and nothing is decoded or scored: the verifier is CPU work outside the model.
-2. The two attempts are sampled with the Sampler exactly as rollout.run_episodes does, but here,
-   not through it, because run_episodes needs a tokenizer and a task.
+2. The two attempts are sampled with the Sampler and put together with rollout.episode_row, as
+   rollout.run_episodes does, but here, not through it, because run_episodes needs a tokenizer and a task.
 3. Reusing the reference forward pass is not a row: reinforce_update already runs the reference once
    per episode per step, the least that one update per batch allows.
 4. --compile_decode (torch.compile, CUDA graphs on a GPU, grouped-query attention without K/V copies)
@@ -90,7 +90,7 @@ import stage1
 from support.sampler import Sampler
 from model import autocast, load_model, token_logprobs
 from support.settings import UsageError, parse_config, require_device
-from rollout import Episodes
+from rollout import Episodes, episode_row, pad_rows
 
 
 @dataclass
@@ -206,42 +206,28 @@ def make_prompts(n, k, longest, vocab, gen):
 
 
 def two_turn_rollout(generate, prompts, glue, end_filler):
-    """Attempt 1, the glue with the instruction p, attempt 2: rollout.run_episodes' token logic.
-    generate returns (responses, truncated, sampler log-probs or None)."""
-    y1, cut1, lp1 = generate(prompts)
-    # A cut-off attempt gets an end token it did not write, as in run_episodes (the id itself is
-    # past the vocabulary here, so a real token stands in for it).
-    contexts = [c + y + ([end_filler] if t else []) + glue for c, y, t in zip(prompts, y1, cut1)]
+    """Attempt 1, the glue with the instruction p, attempt 2: rollout.run_episodes' token logic, the rows
+    put together by rollout.episode_row. generate returns (responses, truncated, sampler log-probs or None).
+    The end id is past the vocabulary here, so a real token (end_filler) closes a cut-off attempt 1.
+    Returns the rows, each row's attempt spans, and the sampler's log-probs per turn (or None)."""
+    y1, _, lp1 = generate(prompts)
+    contexts = [episode_row(x, [y], glue, end_filler, next_turn=True)[0] for x, y in zip(prompts, y1)]
     y2, _, lp2 = generate(contexts)
-    return prompts, y1, contexts, y2, (lp1, lp2) if lp1 is not None else None
+    rows, spans = zip(*(episode_row(x, [a, b], glue, end_filler) for x, a, b in zip(prompts, y1, y2)))
+    return rows, spans, (lp1, lp2) if lp1 is not None else None
 
 
-def to_episodes(prompts, y1, contexts, y2, logps, k, device, gen):
-    """Right-padded rows [x1, y1, glue, y2] with their action masks (and the sampler's log-probs, when
-    it recorded them), as rollout.run_episodes returns them; rewards are coin flips (their values
-    change no timing)."""
-    rows = [c + y for c, y in zip(contexts, y2)]
-    n, width = len(rows), max(map(len, rows))
-    ids = torch.zeros(n, width, dtype=torch.long)
-    attn = torch.zeros(n, width, dtype=torch.long)
-    masks = torch.zeros(2, n, width, dtype=torch.bool)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], attn[i, :len(row)] = torch.tensor(row), 1
-        masks[0, i, len(prompts[i]):len(prompts[i]) + len(y1[i])] = True
-        masks[1, i, len(contexts[i]):len(row)] = True
-    sampler_logprobs = None
-    if logps is not None:  # (N, T-1): token j's log-prob at j - 1, as rollout.run_episodes stores it
-        sampler_logprobs = torch.zeros(n, width - 1)
-        for i in range(n):
-            start1, start2 = len(prompts[i]), len(contexts[i])
-            sampler_logprobs[i, start1 - 1:start1 - 1 + len(y1[i])] = torch.tensor(logps[0][i])
-            sampler_logprobs[i, start2 - 1:start2 - 1 + len(y2[i])] = torch.tensor(logps[1][i])
-        sampler_logprobs = sampler_logprobs.to(device)
+def to_episodes(rows, spans, logps, k, device, gen):
+    """The rows right-padded into Episodes (rollout.pad_rows), as rollout.run_episodes returns them;
+    rewards are coin flips (their values change no timing)."""
+    ids, attn, masks, sampler_logprobs = pad_rows(rows, spans, 0, n_turns=2, logprobs=logps)
+    n = len(rows)
     return Episodes(input_ids=ids.to(device), attention_mask=attn.to(device), action_masks=masks.to(device),
                     rewards=torch.randint(0, 2, (2, n), generator=gen).float().to(device),
                     truncated=torch.ones(2, n, dtype=torch.bool, device=device),
                     problem_index=torch.arange(n // k, device=device).repeat_interleave(k),
-                    responses=[[], []], samples_per_problem=k, sampler_logprobs=sampler_logprobs)
+                    responses=[[], []], samples_per_problem=k,
+                    sampler_logprobs=None if sampler_logprobs is None else sampler_logprobs.to(device))
 
 
 # ----------------------------------------------------------------------------- the two implementations

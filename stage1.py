@@ -75,7 +75,7 @@ from support.distributed import (all_gather, average_gradients, barrier, init_di
 from support.settings import UsageError, parse_config, require_device
 from support.sampler import Sampler
 from evaluate import self_correction_metrics
-from rollout import run_episodes
+from rollout import episode_row, pad_rows, run_episodes
 from support.tasks import SMOL_MIX, get_task, load_problems
 
 
@@ -368,16 +368,15 @@ def warm_up_tiny_base(model, tokenizer, task, problems, steps=200, p_correct=0.5
         return tokens(("answer", value), lambda: tokenizer(value, add_special_tokens=False).input_ids + [end])
 
     for _ in range(steps):
-        rows, masks = [], []
+        rows, spans = [], []
         for p in rng.sample(problems, min(32, len(problems))):
             prompt = tokens(("prompt", p.id), lambda: chat_prompt_ids(tokenizer, task.first_prompt(p)))
             y1, y2 = answer_ids(p), answer_ids(p)
-            rows.append(prompt + y1 + glue + y2)
-            masks.append([0] * len(prompt) + [1] * len(y1) + [0] * len(glue) + [1] * len(y2))
-        width = max(map(len, rows))
-        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
-        attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        mask = torch.tensor([m + [0] * (width - len(m)) for m in masks])[:, 1:].float()
+            row, row_spans = episode_row(prompt, [y1, y2], glue, end)  # [x1, y1, glue with p, y2]
+            rows.append(row)
+            spans.append(row_spans)
+        ids, attn, action_masks, _ = pad_rows(rows, spans, tokenizer.pad_token_id)
+        mask = action_masks.any(0)[:, 1:].float()  # both answers; position j predicts token j+1
         loss = -(token_logprobs(model, ids, attn) * mask).sum() / mask.sum()
         loss.backward()
         optimizer.step()

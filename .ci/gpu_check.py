@@ -173,20 +173,12 @@ def two_turn_episodes(prompts, y1, glue, y2, logps, k, device):
     action mask per attempt, the sampler's log-probs at position j - 1), from token ids directly:
     the random-weight model has no tokenizer. Rewards are made up: half of every problem's samples
     right, so every problem carries a learning signal."""
-    from rollout import Episodes
-    contexts = [p + y + glue for p, y in zip(prompts, y1)]
+    from rollout import Episodes, pad_rows
+    contexts = [p + y + glue for p, y in zip(prompts, y1)]  # no end token: the random model never ends a turn
     rows = [c + y for c, y in zip(contexts, y2)]
-    n, width = len(rows), max(map(len, rows))
-    ids = torch.zeros(n, width, dtype=torch.long)
-    attn = torch.zeros(n, width, dtype=torch.long)
-    masks = torch.zeros(2, n, width, dtype=torch.bool)
-    sampler_logprobs = torch.zeros(n, width - 1) if logps is not None else None
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], attn[i, :len(row)] = torch.tensor(row), 1
-        for turn, (start, y) in enumerate(((len(prompts[i]), y1[i]), (len(contexts[i]), y2[i]))):
-            masks[turn, i, start:start + len(y)] = True
-            if logps is not None:
-                sampler_logprobs[i, start - 1:start - 1 + len(y)] = torch.tensor(logps[turn][i])
+    spans = [[(len(p), len(p) + len(a)), (len(c), len(c) + len(b))] for p, a, c, b in zip(prompts, y1, contexts, y2)]
+    ids, attn, masks, sampler_logprobs = pad_rows(rows, spans, 0, n_turns=2, logprobs=logps)
+    n = len(rows)
     # half of each problem's k samples right, a different half at each attempt
     reward = torch.tensor([[float((i % k < k // 2) == (turn == 0)) for i in range(n)] for turn in range(2)])
     return Episodes(input_ids=ids.to(device), attention_mask=attn.to(device), action_masks=masks.to(device),

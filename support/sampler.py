@@ -249,8 +249,8 @@ class Sampler:
             # Back on the host once per batch: cut each row after its first end token.
             for row, i in enumerate(idx):
                 new, new_logp = tokens[row, :steps].tolist(), logps[row, :steps].tolist()
-                cut = next((j for j, tok in enumerate(new) if tok in end_ids), None)
-                keep = cut + 1 if cut is not None else len(new)  # keep the end token: it is an action
-                responses[i], logprobs[i], truncated[i] = new[:keep], new_logp[:keep], cut is None
+                end_at = next((j for j, tok in enumerate(new) if tok in end_ids), None)  # index of the first end token
+                keep = end_at + 1 if end_at is not None else len(new)  # keep the end token: it is an action
+                responses[i], logprobs[i], truncated[i] = new[:keep], new_logp[:keep], end_at is None
         model.train(was_training)
         return responses, truncated, logprobs
