@@ -42,7 +42,7 @@ from rollout import episode_row, pad_rows, run_episodes
 from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
 from support.checkpoints import append_jsonl, find_checkpoint, read_run_config, save_checkpoint
 from support.distributed import all_gather, init_distributed, main_process_first
-from support.settings import UsageError, parse_config, require_device
+from support.settings import UsageError, parse_config, presets, require_device
 from support.tasks import get_task, load_problems
 
 
@@ -76,10 +76,6 @@ class Config:
     """cuda or cpu"""
     seed: int = 0
     """seeds problem choice, sampling and the example order"""
-
-
-PRESETS = {"tiny": dict(out_dir="out/tiny", problems=64, samples_per_problem=4, max_new_tokens=4, epochs=3,
-                        batch_size=16, lr=1e-3, device="cpu")}
 
 
 # ----------------------------------------------------------------------------- the data
@@ -206,6 +202,6 @@ def main(cfg):
 
 if __name__ == "__main__":
     try:
-        main(parse_config(Config, PRESETS))
+        main(parse_config(Config, presets("baselines")))
     except UsageError as e:
         sys.exit(f"error: {e}")

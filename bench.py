@@ -5,7 +5,8 @@ one run, so every speed-up is a ratio measured on the same device at the same mo
 
 Why a top-level script: nanoGPT keeps a `bench.py` next to `train.py` for the same reason, a
 benchmark is a recipe you read and run, not a library. It imports the real code paths:
-support/sampler.py's Sampler, model.token_logprobs, stage1.reinforce_update, rollout.Episodes.
+support/sampler.py's Sampler, model.token_logprobs, reinforce.reinforce_update, rollout.episode_row;
+the baseline's parts are passed to them as arguments.
 
 Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architecture, batch 64, 512 + 512 tokens
         python bench.py --compile_decode true # the same, the decode step compiled + CUDA graphs (unmeasured)
@@ -32,7 +33,7 @@ What the numbers mean:
              of the real tokens, summed over the steps) / measured bandwidth / measured time.
              Prefill is inside the time but not the bytes, so the percentage is a lower bound.
   reference  the frozen pi_ref's per-token log-probs over every episode (no graph).
-  update     stage1.reinforce_update: reference + policy forward/backward + Adam, micro-batched.
+  update     reinforce.reinforce_update: reference + policy forward/backward + Adam, micro-batched.
              MFU = model FLOPs / time / measured matmul rate. Model FLOPs per real token: 2 per
              weight of every matmul (lm head included) + causal attention 2 x 2 x position x d per
              layer; backward = 2 x forward. Padding and recomputation (gradient checkpointing,
@@ -56,7 +57,7 @@ The baseline is what a plain implementation writes: model.generate with its defa
 logits.log_softmax(-1), which needs batch x tokens x vocabulary floats; its micro-batch is its
 own (--baseline_micro_batch) because that tensor would not fit at ours'. Ours samples with
 the Sampler (a bf16 copy of the policy on a GPU, a static KV cache, its own decode loop) and its
-update applies the truncated importance weights; both share the reference, loaded as stage1 loads it
+update applies the truncated importance weights; both share the reference, loaded as the stages load it
 (fp32, the policy's numerics), and one Adam (fused on a GPU), so neither is charged for those.
 
 Where this departs from a real Stage I step:
@@ -86,9 +87,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-import stage1
 from support.sampler import Sampler
 from model import autocast, load_model, token_logprobs
+from reinforce import make_optimizer, reinforce_update
 from support.settings import UsageError, parse_config, require_device
 from rollout import Episodes, episode_row, pad_rows
 
@@ -184,7 +185,7 @@ def build_config(name, vocab_size=0):
 
 
 def build_models(config, device, gradient_checkpointing, seed=0):
-    """Policy and frozen reference as stage1.load_policy_and_reference makes them: both float32
+    """Policy and frozen reference as model.load_policy_and_reference makes them: both float32
     (bf16 autocast on a GPU), the reference with the policy's weights, as at the start of Stage I."""
     from transformers import AutoModelForCausalLM
     torch.manual_seed(seed)
@@ -278,17 +279,16 @@ def reference_pass(logprobs, reference, episodes, micro_batch):
 
 
 def update(logprobs, policy, reference, optimizer, episodes, micro_batch, is_clip=2.0):
-    """stage1.reinforce_update as Stage I calls it. Both sides run it with their log-prob function
-    swapped into stage1's namespace for the call (ours: token_logprobs at --chunk_tokens, which at
-    1024 is exactly what stage1 runs; the baseline: naive_logprobs), so nothing else differs."""
+    """reinforce.reinforce_update as Stage I calls it, with `logprobs` as its log-prob function (ours:
+    token_logprobs at --chunk_tokens, which at 1024 is exactly what the stages run; the baseline:
+    naive_logprobs), so nothing else differs."""
     task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
     kl_coefs = torch.tensor([0.1, 0.01], device=episodes.input_ids.device)  # Table 5, MATH: beta2, beta1
     cfg = SimpleNamespace(micro_batch=micro_batch, baseline="rloo", grad_clip=1.0, is_clip=is_clip)
-    saved, stage1.token_logprobs = stage1.token_logprobs, logprobs
     try:
-        return stage1.reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+        return reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg,
+                                logprob_fn=logprobs)
     finally:
-        stage1.token_logprobs = saved
         optimizer.zero_grad(set_to_none=True)  # already done, unless a GPU ran out of memory half-way
 
 
@@ -484,7 +484,7 @@ def main(cfg):
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    if cfg.pretrained:  # the real weights, loaded as stage1.load_policy_and_reference loads them
+    if cfg.pretrained:  # the real weights, loaded as model.load_policy_and_reference loads them
         policy = load_model(cfg.model, device, torch.float32, trainable=True)
         reference = load_model(cfg.model, device, torch.float32, trainable=False)
         if cfg.gradient_checkpointing:
@@ -493,7 +493,7 @@ def main(cfg):
     else:
         config = build_config(cfg.model, cfg.vocab_size)
         policy, reference = build_models(config, device, cfg.gradient_checkpointing, cfg.seed)
-    optimizer = stage1.make_optimizer(policy, 5e-6, device)
+    optimizer = make_optimizer(policy, 5e-6, device)
     dtype = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.sampler_dtype]
     sampler = Sampler(policy, dtype=dtype, compile=cfg.compile_decode)
     V, N, k = config.vocab_size, cfg.batch, cfg.samples_per_problem

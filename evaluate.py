@@ -69,8 +69,8 @@ from support.analysis import (TABLE_HEADER, answer_equiv, compute_budget_curve, 
 from support.checkpoints import append_jsonl, find_checkpoint, read_run_config
 from support.distributed import all_gather, init_distributed, rank_and_world_size
 from support.sampler import Sampler
-from support.settings import UsageError, parse_config, require_device
-from support.tasks import SMOL_MIX, get_task, load_problems, read_jsonl
+from support.settings import UsageError, parse_config, presets, require_device
+from support.tasks import get_task, load_problems, read_jsonl
 
 
 @dataclass
@@ -113,14 +113,6 @@ class Config:
     """no model: plot reward per attempt over training from these run folders (comma-separated, globs)"""
     compare: str = ""
     """several checkpoints of the run in out_dir side by side, e.g. base,stage1,stage2 ('base': the base model)"""
-
-
-PRESETS = {"tiny": dict(task="arithmetic", out_dir="out/tiny", limit=100, max_operand=4, max_new_tokens=4,
-                        device="cpu", batch_size=256),
-           "smol": dict(task="arithmetic", mix=SMOL_MIX, out_dir="out/smol", limit=500, max_new_tokens=16,
-                        batch_size=256),
-           "smol_cpu": dict(task="arithmetic", mix=SMOL_MIX, out_dir="out/smol_cpu", limit=500, max_new_tokens=16,
-                            device="cpu", batch_size=128)}
 
 
 # Evaluation reads the weights as trained: float32, and decodes with them (the sampler's default on a GPU
@@ -365,6 +357,6 @@ def evaluate_model(cfg, quiet=False):
 
 if __name__ == "__main__":
     try:
-        main(parse_config(Config, PRESETS))
+        main(parse_config(Config, presets("evaluate")))
     except UsageError as e:
         sys.exit(f"error: {e}")

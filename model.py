@@ -3,6 +3,7 @@ The model side of SCoRe, shared by every script: load a policy and its frozen re
 numerics, and compute per-token log-probabilities.
 
     load_model / load_tokenizer   hub id, local folder, or a .gguf file
+    load_policy_and_reference     the trainable policy and the frozen pi_ref, both as the stages need them
     use_bf16 / autocast           bf16 matmuls over fp32 weights, where the hardware has them
     token_logprobs                THE per-token log-prob function: policy, reference and evaluation
     (sampling lives in support/sampler.py; the chat template's turns in support/chat_template.py)
@@ -77,7 +78,7 @@ def load_model(name, device, dtype=torch.float32, trainable=True):
     """A causal LM from a hub id, a local folder or a .gguf file.
     The policy keeps float32 weights: Adam's 5e-6 steps are below bf16's resolution (a bf16 weight
     of 1.0 can't move by less than 0.0078), so they would vanish. Speed comes from bf16 autocast.
-    The frozen reference is loaded the same way (stage1.load_policy_and_reference), so that its
+    The frozen reference is loaded the same way (load_policy_and_reference), so that its
     log-probs are computed with exactly the policy's numerics (support/sampler.py samples from a bf16 copy)."""
     from transformers import AutoModelForCausalLM
     _check_source(name)
@@ -99,6 +100,19 @@ def load_model(name, device, dtype=torch.float32, trainable=True):
     model.train(trainable)
     model.requires_grad_(trainable)
     return model
+
+
+def load_policy_and_reference(policy_path, reference_path, device, gradient_checkpointing=False):
+    """The tokenizer, the trainable policy and the frozen reference pi_ref, as both stages load them.
+    The reference as the policy: fp32 weights under the same autocast. A bf16 reference computes
+    other numbers (~0.03 nats a token), so the KL would start from noise, not from exactly 0."""
+    device = torch.device(device)
+    tokenizer = load_tokenizer(policy_path)
+    policy = load_model(policy_path, device, torch.float32, trainable=True)
+    reference = load_model(reference_path, device, torch.float32, trainable=False)
+    if gradient_checkpointing:  # transformers 5.23 renamed it; older 5.x only has the old name
+        getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
+    return tokenizer, policy, reference
 
 
 @functools.cache

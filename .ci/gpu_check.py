@@ -12,7 +12,7 @@ to gpu_check.log beside it. The exit status is 1 if any check failed. Each check
 
  1. sampler       support.sampler.Sampler decodes with bf16 weights and a bf16 KV cache, and a left-padded row
                   gets what the same prompt gets alone
- 2. update        stage1.reinforce_update: fused Adam, KL exactly 0 at step 0, finite gradients, and
+ 2. update        reinforce.reinforce_update: fused Adam, KL exactly 0 at step 0, finite gradients, and
                   the sampler's copy equal to the stepped policy cast to bf16 at the next rollout
  3. resume        support/checkpoints.py's checkpoint restores Adam's state and the CUDA RNG state
  4. compile       Sampler(compile=True) against eager: greedy tokens, graphs, recompiles, speed
@@ -130,7 +130,7 @@ class Run:
 
     def build_model(self, seed=0):
         """A randomly initialised Qwen2 (1.5B's dims on the GPU), float32 master weights as
-        stage1.load_policy_and_reference keeps them."""
+        model.load_policy_and_reference keeps them."""
         from transformers import AutoModelForCausalLM, Qwen2Config
         config = Qwen2Config(**self.scale["model"])
         torch.manual_seed(seed)
@@ -142,13 +142,13 @@ class Run:
         """The training loop's objects as stage1.main makes them: policy, reference (the same weights,
         frozen), Adam, and the sampler. On the CPU the sampler is forced to a bf16 copy, the GPU's path."""
         if self.state is None:
-            import stage1
+            from reinforce import make_optimizer
             from support.sampler import Sampler
             policy = self.build_model()
             getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
             policy.train()
             reference = copy.deepcopy(policy).eval().requires_grad_(False)
-            optimizer = stage1.make_optimizer(policy, self.scale["lr"], self.device)
+            optimizer = make_optimizer(policy, self.scale["lr"], self.device)
             sampler = Sampler(policy, dtype=torch.bfloat16 if self.cpu else None)
             self.state = SimpleNamespace(policy=policy, reference=reference, optimizer=optimizer, sampler=sampler)
         return self.state
@@ -253,8 +253,8 @@ def check_sampler(run):
 # ----------------------------------------------------------------------------- 2. update
 
 def check_update(run):
-    """One stage1.reinforce_update on episodes the sampler drew, as stage1.main runs it."""
-    import stage1
+    """One reinforce.reinforce_update on episodes the sampler drew, as stage1.main runs it."""
+    from reinforce import reinforce_update
     s, st = run.scale, run.policy_state()
     policy, sampler, optimizer = st.policy, st.sampler, st.optimizer
     fused = optimizer.defaults.get("fused")
@@ -273,7 +273,7 @@ def check_update(run):
     task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])  # Stage I's
     kl_coefs = torch.tensor([0.1, 0.01], device=run.device)
     with run.autocast():
-        stats = stage1.reinforce_update(policy, st.reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+        stats = reinforce_update(policy, st.reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
     check(stats["kl"] == [0.0, 0.0], f"KL at step 0 is {stats['kl']}, not exactly 0: the reference's numerics differ")
     check(math.isfinite(stats["grad_norm"]) and stats["grad_norm"] > 0, f"gradient norm {stats['grad_norm']}")
     check(all(torch.isfinite(p).all() for p in policy.parameters()), "non-finite weights after the step")
@@ -298,12 +298,12 @@ def check_update(run):
 def check_resume(run):
     """A tiny model, two real updates so Adam has state, a checkpoint written and read back with
     support/checkpoints.py's helpers, restored into a fresh optimizer: Adam's tensors and the RNG streams match."""
-    import stage1
-    from support.tiny import build_tiny_model
+    from reinforce import make_optimizer
     from support.checkpoints import load_training_state, restore_training_state, save_checkpoint, training_state
+    from support.tiny import build_tiny_model
     model, tokenizer = build_tiny_model(seed=0, hidden_size=32)
     model.to(run.device)
-    optimizer = stage1.make_optimizer(model, 1e-3, run.device)
+    optimizer = make_optimizer(model, 1e-3, run.device)
     for _ in range(2):
         ids = torch.randint(4, 90, (4, 10), device=run.device)
         model(input_ids=ids, labels=ids).loss.backward()
@@ -317,7 +317,7 @@ def check_resume(run):
     path = os.path.join(run.work, "resume_ckpt")
     save_checkpoint(model, tokenizer, {"stage": "gpu_check"}, path, training_state(7, optimizer, rng, run.device))
     expected = (rng.random(), torch.rand(3).tolist(), None if run.cpu else torch.rand(3, device=run.device).tolist())
-    fresh = stage1.make_optimizer(model, 1e-3, run.device)
+    fresh = make_optimizer(model, 1e-3, run.device)
     rng2 = random.Random(99)
     torch.manual_seed(0)
     if not run.cpu:
@@ -428,7 +428,7 @@ def check_memory(run):
     Stage I step keeps alive (fp32 policy, Adam's two moments, fp32 reference, bf16 sampler copy),
     after a first update created Adam's state. GPU: torch.cuda.max_memory_allocated; CPU: the process's
     peak resident memory, the nearest equivalent (it includes Python and libraries)."""
-    import stage1
+    from reinforce import reinforce_update
     s, st = run.scale, run.policy_state()
     n, k = s["memory_episodes"], s["k"]
     x1, y, glue_len, y2 = s["memory_lengths"]
@@ -446,19 +446,19 @@ def check_memory(run):
     if run.cpu:
         with run.autocast():
             t = time.perf_counter()
-            stage1.reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
+            reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
             seconds = time.perf_counter() - t
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
         return (f"{n} episodes x {episodes.input_ids.shape[1]} tokens: update {seconds:.2f} s; process peak RSS "
                 f"{peak_rss:.2f} GB (max_memory_allocated is CUDA-only: SKIP on the CPU)")
     if not st.optimizer.state:  # Adam's moments exist after a first step (check 2's, or this warm-up)
-        stage1.reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
+        reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     at_rest = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    stage1.reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
+    reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - t
     peak = torch.cuda.max_memory_allocated()
@@ -530,8 +530,8 @@ def check_tiny(run):
     few = ["--device", dev, "--out_dir", out, "--steps", "2", "--save_every", "2"]
     t = time.perf_counter()
     if run.cpu:
-        from support.tiny import build_tiny_model
         from support.checkpoints import save_checkpoint
+        from support.tiny import build_tiny_model
         model, tokenizer = build_tiny_model(seed=0)
         save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, base)
         cli_ok(run, ["stage1.py", "--preset", "tiny", "--model", base, *few])

@@ -28,7 +28,7 @@ What it does, and why (the numbers are the comments' in Sampler):
    where the trainer computes under bf16 autocast (model.use_bf16), by measurement: on a 2-core AMX
    Xeon, 64 prompts x 16 new tokens decoded in 7.7 s from fp32 weights and in 12.7 s from a bf16 copy
    (small decode matmuls gain nothing from bf16 there), and a CPU without native bf16 runs bf16 ~50x
-   slower than fp32. The mismatch this leaves is measured and corrected like a GPU's (stage1.py).
+   slower than fp32. The mismatch this leaves is measured and corrected like a GPU's (reinforce.py).
 2. No `generate`: it fills every field we leave unset from the model's own generation_config (a hub
    model shipping top_k, min_p or no_repeat_ngram_size would silently change on-policy sampling and
    the evaluation), and it syncs with the host every step. Here the only settings are SCoRe's:
@@ -40,7 +40,7 @@ What it does, and why (the numbers are the comments' in Sampler):
 5. The log-prob of each drawn token, from this step's (B, V) row only (never a [B, T, V] buffer,
    never output_scores): log_softmax of the logits at temperature 1, the quantity the trainer's
    token_logprobs computes, so the two compare token by token (the importance weight in
-   stage1.reinforce_update). Sharp edge: on a GPU those logits come out of a bf16 matmul, which is part
+   reinforce.reinforce_update). Sharp edge: on a GPU those logits come out of a bf16 matmul, which is part
    of the sampler/trainer mismatch that the weight corrects and bench.py measures. At a temperature
    other than 1 the recorded log-prob is still the temperature-1 one: the change of distribution is
    deliberate and the weight must not undo it (Stage I and II sample at 1.0).

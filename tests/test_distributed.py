@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from support.tiny import build_tiny_model
+from reinforce import reinforce_update
 from rollout import run_episodes
-from stage1 import reinforce_update
+from support.distributed import average_gradients
 from support.tasks import get_task, load_problems
+from support.tiny import build_tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K, PROBLEMS = 2, 8
@@ -52,7 +53,8 @@ def one_update(policy, episodes):
     # (Adam would blow float-rounding differences of near-zero gradients up to full steps).
     optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
     rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
-    reinforce_update(policy, reference, optimizer, episodes, rewards, torch.tensor([0.5, 0.01]), Settings())
+    reinforce_update(policy, reference, optimizer, episodes, rewards, torch.tensor([0.5, 0.01]), Settings(),
+                     average_gradients=average_gradients)
     return torch.cat([p.detach().flatten() for p in policy.parameters()])
 
 

@@ -13,8 +13,8 @@ import torch
 from support.analysis import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
                       results_table)
 from evaluate import read_run, self_correction_metrics, turn_flows
-from support.settings import UsageError
 from reward import is_equiv
+from support.settings import UsageError
 
 
 def test_table2_metrics_and_identity():
@@ -115,9 +115,9 @@ def test_results_table_in_the_papers_format(tmp_path):
 
 
 def test_given_first_attempts_replace_sampling():
-    from support.tiny import build_tiny_model
     from rollout import run_episodes
     from support.tasks import get_task, load_problems
+    from support.tiny import build_tiny_model
     model, tokenizer = build_tiny_model(seed=0)
     problems = load_problems("arithmetic", "test", limit=3, max_operand=4)
     given = ["17", "I think 3", "0"]
@@ -196,8 +196,8 @@ def test_evaluation_loads_and_decodes_the_float32_weights(tmp_path, monkeypatch)
     checkpoint in float32 and decode with those weights."""
     import support.sampler
     import evaluate
-    from support.tiny import build_tiny_model
     from support.checkpoints import save_checkpoint
+    from support.tiny import build_tiny_model
     model, tokenizer = build_tiny_model(seed=0)
     path = str(tmp_path / "ckpt")
     save_checkpoint(model, tokenizer, {"stage": "base"}, path)

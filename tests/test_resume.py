@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 import stage1
 import stage2
-from support.tiny import build_tiny_model
 from support.checkpoints import read_run_config, save_checkpoint
 from support.settings import UsageError
+from support.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")

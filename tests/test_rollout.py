@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from support.tiny import build_tiny_model
 from rollout import MATH_PROMPT, SELF_CORRECTION_INSTRUCTION, run_episodes
 from support.tasks import get_task, load_problems
+from support.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from transformers import PreTrainedTokenizerFast
 
 from support.chat_template import (CHAT_DATE, chat_prompt_ids, check_chat_template, end_of_turn_ids, render_chat,
                                    turn_end_id, turn_glue_ids)
-from support.tiny import build_tiny_model
 from support.settings import UsageError
+from support.tiny import build_tiny_model
 
 CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 LLAMA3 = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
