@@ -15,4 +15,5 @@ model.py); each file here is one concept behind it.
     sandbox.py        runs model-written programs against their tests, in a process with limits
     analysis.py       the paper's analyses on recorded results: edit distance, majority vote, tables, plots
     tiny.py           the CPU tutorial's tiny model and its supervised warm-up
+    measure.py        bench.py's timers, memory counter and hardware denominators
 """
