@@ -180,8 +180,10 @@ def token_logprobs(model, input_ids, attention_mask, chunk_tokens=1024, only=Non
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     # use_cache=False: a training forward reads no KV cache, so it must not build one (by default the
     # model keeps every layer's K/V of the whole batch, alive until the output is dropped).
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              use_cache=False).last_hidden_state  # (B, T, H)
+    # A model sharded by --shard true runs its base model through FSDP2's hooks (support/sharding.py).
+    base_model = getattr(model, "sharded_base_model", model.base_model)
+    hidden = base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        use_cache=False).last_hidden_state  # (B, T, H)
     B, T, H = hidden.shape
     hidden = hidden[:, :-1].reshape(-1, H)  # position t predicts token t+1
     targets = input_ids[:, 1:].reshape(-1)

@@ -129,6 +129,8 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    if hasattr(grad_norm, "full_tensor"):  # a sharded policy's norm is a DTensor (support/sharding.py)
+        grad_norm = grad_norm.full_tensor()
     stats = {"loss": loss_sum, "grad_norm": grad_norm.item(), "kl": kl.mean(-1).tolist()}
     if episodes.sampler_logprobs is not None:  # the mismatch, measured before any correction
         total_abs, outside, clipped, tokens = mismatch.tolist()

@@ -72,6 +72,7 @@ from support.checkpoints import (find_checkpoint, load_training_state, read_run_
                                  save_checkpoint, training_state)
 from support.distributed import average_gradients, barrier, init_distributed, main_process_first
 from support.sampler import Sampler
+from support.sharding import gathered_weights, shard_model
 from support.settings import TrainingConfig, UsageError, check_config, parse_config, presets
 from support.tasks import get_task, load_problems
 from support.tiny import build_tiny_model, warm_up_tiny_base
@@ -128,13 +129,18 @@ def main(cfg):
             save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, cfg.model)
         barrier()
         policy_path = cfg.model
-    tokenizer, policy, reference = load_policy_and_reference(policy_path, cfg.model, cfg.device,
+    sharded = cfg.shard and world_size > 1  # FSDP2 (support/sharding.py); one process has nothing to shard
+    tokenizer, policy, reference = load_policy_and_reference(policy_path, cfg.model, "cpu" if sharded else cfg.device,
                                                              cfg.gradient_checkpointing)
+    # The sampler decodes from a bf16 copy on a GPU, refreshed each rollout; sharded, from a whole copy.
+    sampler = Sampler(policy, compile=cfg.compile_decode, copy_to=cfg.device if sharded else None)
+    if sharded:  # loaded whole on the CPU; each process keeps its shards on its own device
+        shard_model(policy, cfg.device), shard_model(reference, cfg.device)
     optimizer = make_optimizer(policy, cfg.lr, cfg.device)
-    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout
+    gradient_sync = None if sharded else average_gradients  # FSDP2 averages a sharded policy's gradients itself
     start = 0
     if state is not None:
-        start = restore_training_state(state, optimizer, rng, cfg.device, [log_path, samples_path])
+        start = restore_training_state(state, policy, optimizer, rng, cfg.device, [log_path, samples_path])
     # Eq. 3's KL weights: beta2 pins attempt 1 to pi_ref, attempt 2 keeps the default beta1.
     kl_coefs = torch.tensor([cfg.beta2, cfg.beta1], device=cfg.device)
     bf16 = use_bf16(cfg.device, cfg.bf16)  # the trainer's numerics: bf16 autocast on a GPU or a bf16-native CPU
@@ -142,11 +148,11 @@ def main(cfg):
 
     for step in tqdm(range(start + 1, cfg.steps + 1), desc="stage 1", disable=None if rank == 0 else True):
         batch = rng.sample(problems, min(cfg.problems_per_step, len(problems)))
-        shard = batch[rank::world_size]  # whole problems: RLOO needs all k samples of a problem together
+        my_problems = batch[rank::world_size]  # whole problems: RLOO needs all k samples of a problem together
         t0 = time.time()
         # 1. attempt 1, y1 ~ pi(.|x1), k samples of each problem, and 2. attempt 2 after the
         # self-correction instruction p, y2 ~ pi(.|x1, y1, p); the verifier scores both (rollout.py).
-        episodes = run_episodes(policy, tokenizer, task, shard, samples_per_problem=cfg.samples_per_problem,
+        episodes = run_episodes(policy, tokenizer, task, my_problems, samples_per_problem=cfg.samples_per_problem,
                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, sampler=sampler)
         t1 = time.time()
         # 3. rewards (Eq. 3): only attempt 2 earns its task reward r(y2, y*); attempt 1's reward is its
@@ -155,15 +161,16 @@ def main(cfg):
         # 4. reference log-probs, 5. KL per turn, 6. loss, backward, step: Eq. 2's REINFORCE with the
         # RLOO baseline (reinforce.py). Under torchrun the gradients are averaged over processes first.
         stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg, bf16,
-                                 average_gradients=average_gradients)
+                                 average_gradients=gradient_sync)
         # 7. log (rank 0, for every rank's episodes; support/training_log.py)
         log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path, samples_path,
-                 cfg.sample_every, shard)
+                 cfg.sample_every, my_problems)
         # 8. checkpoint, resumable: weights with the optimizer, every rank's RNG states and the step
         if step % cfg.save_every == 0 or step == cfg.steps:
-            state = training_state(step, optimizer, rng, cfg.device)  # every rank's RNG states, gathered
+            # Every rank takes part: RNG states gathered, and a sharded policy's weights and Adam state too.
+            state, weights = training_state(step, policy, optimizer, rng, cfg.device), gathered_weights(policy)
             if rank == 0:
-                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, ckpt, state)
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, ckpt, state, weights)
     if rank == 0:
         print(f"saved {ckpt}")
 

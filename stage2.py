@@ -50,6 +50,7 @@ from support.checkpoints import (find_checkpoint, load_training_state, read_run_
                                  save_checkpoint, training_state)
 from support.distributed import all_gather, average_gradients, init_distributed, main_process_first
 from support.sampler import Sampler
+from support.sharding import gathered_weights, shard_model
 from support.settings import TABLE5_SHARED, TrainingConfig, UsageError, check_config, parse_config, presets
 from support.tasks import get_task, load_problems
 from support.training_log import log_step
@@ -112,13 +113,18 @@ def main(cfg):
         policy_path = find_checkpoint(last, "nothing to resume; run without --resume true first")
         state = load_training_state(policy_path)
         init = read_run_config(policy_path)["init"]
-    tokenizer, policy, reference = load_policy_and_reference(policy_path, base_model, cfg.device,
+    sharded = cfg.shard and world_size > 1  # FSDP2 (support/sharding.py); one process has nothing to shard
+    tokenizer, policy, reference = load_policy_and_reference(policy_path, base_model, "cpu" if sharded else cfg.device,
                                                              cfg.gradient_checkpointing)
+    # The sampler decodes from a bf16 copy on a GPU, refreshed each rollout; sharded, from a whole copy.
+    sampler = Sampler(policy, compile=cfg.compile_decode, copy_to=cfg.device if sharded else None)
+    if sharded:  # loaded whole on the CPU; each process keeps its shards on its own device
+        shard_model(policy, cfg.device), shard_model(reference, cfg.device)
     optimizer = make_optimizer(policy, cfg.lr, cfg.device)
-    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout
+    gradient_sync = None if sharded else average_gradients  # FSDP2 averages a sharded policy's gradients itself
     start, window, best = 0, [], float("-inf")
     if state is not None:
-        start = restore_training_state(state, optimizer, rng, cfg.device, [log_path, samples_path])
+        start = restore_training_state(state, policy, optimizer, rng, cfg.device, [log_path, samples_path])
         best = state["best"]  # the best-checkpoint window restarts at every save: the best score is all it needs
     n_turns = 1 if cfg.single_turn else 2
     kl_coefs = torch.tensor([cfg.beta1] * n_turns, device=cfg.device)  # Eq. 4: beta1 on both turns
@@ -128,10 +134,10 @@ def main(cfg):
 
     for step in tqdm(range(start + 1, cfg.steps + 1), desc="stage 2", disable=None if rank == 0 else True):
         batch = rng.sample(problems, min(cfg.problems_per_step, len(problems)))
-        shard = batch[rank::world_size]  # whole problems per rank (RLOO)
+        my_problems = batch[rank::world_size]  # whole problems per rank (RLOO)
         t0 = time.time()
         # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py), as in Stage I
-        episodes = run_episodes(policy, tokenizer, task, shard, samples_per_problem=cfg.samples_per_problem,
+        episodes = run_episodes(policy, tokenizer, task, my_problems, samples_per_problem=cfg.samples_per_problem,
                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_turns=n_turns,
                                 sampler=sampler)
         t1 = time.time()
@@ -142,22 +148,24 @@ def main(cfg):
             task_rewards = torch.stack(shaped_rewards(episodes.rewards[0], episodes.rewards[1], cfg.alpha))
         # 4. reference log-probs, 5. KL, 6. loss, backward, step: the same update as Stage I (reinforce.py)
         stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg,
-                                 use_bf16(cfg.device, cfg.bf16), average_gradients=average_gradients)
+                                 use_bf16(cfg.device, cfg.bf16), average_gradients=gradient_sync)
         # 7. log (rank 0, for every rank's episodes; support/training_log.py)
         log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path,
-                 samples_path, cfg.sample_every, shard)
+                 samples_path, cfg.sample_every, my_problems)
         # 8. checkpoint: keep the one with the highest training reward (as the paper does), and the latest to resume
         # from. The reward is the whole batch's r1 + r2 (r1 alone with --single_turn), same on every rank.
         window.append(sum(all_gather(episodes.rewards.sum(0).mean().item())) / world_size)
         if step % cfg.save_every == 0 or step == cfg.steps:
             score, window = sum(window) / len(window), []
+            weights = gathered_weights(policy)  # every rank takes part when the policy is sharded
             if rank == 0 and score > best:
-                save_checkpoint(policy, tokenizer, {**run_config, "step": step, "train_reward": score}, ckpt)
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step, "train_reward": score}, ckpt,
+                                weights=weights)
                 print(f"step {step}: training reward r1 + r2 = {score:.3f}, best so far: saved")
             best = max(best, score)
-            state = training_state(step, optimizer, rng, cfg.device, best=best)  # every rank's RNG states
+            state = training_state(step, policy, optimizer, rng, cfg.device, best=best)  # every rank's RNG states
             if rank == 0:
-                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, last, state)
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, last, state, weights)
     if rank == 0:
         print(f"saved {ckpt} (training reward {best:.3f})")
 

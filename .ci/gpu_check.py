@@ -315,14 +315,15 @@ def check_resume(run):
     if not run.cpu:
         torch.cuda.manual_seed(456)
     path = os.path.join(run.work, "resume_ckpt")
-    save_checkpoint(model, tokenizer, {"stage": "gpu_check"}, path, training_state(7, optimizer, rng, run.device))
+    state = training_state(7, model, optimizer, rng, run.device)
+    save_checkpoint(model, tokenizer, {"stage": "gpu_check"}, path, state)
     expected = (rng.random(), torch.rand(3).tolist(), None if run.cpu else torch.rand(3, device=run.device).tolist())
     fresh = make_optimizer(model, 1e-3, run.device)
     rng2 = random.Random(99)
     torch.manual_seed(0)
     if not run.cpu:
         torch.rand(5, device=run.device)  # move the CUDA stream away from the saved state
-    step = restore_training_state(load_training_state(path), fresh, rng2, run.device, [])
+    step = restore_training_state(load_training_state(path), model, fresh, rng2, run.device, [])
     got = (rng2.random(), torch.rand(3).tolist(), None if run.cpu else torch.rand(3, device=run.device).tolist())
     check(step == 7, f"restored step {step}, saved 7")
     saved, restored = optimizer.state_dict()["state"], fresh.state_dict()["state"]

@@ -14,18 +14,20 @@ import shutil
 import torch
 
 from support.distributed import all_gather, rank_and_world_size
+from support.sharding import is_sharded, load_optimizer_state, optimizer_state
 from support.settings import UsageError
 
 
-def save_checkpoint(model, tokenizer, config, path, training_state=None):
+def save_checkpoint(model, tokenizer, config, path, training_state=None, weights=None):
     """Write a save_pretrained folder plus the run's config, atomically: everything goes to a
     temporary folder first and is renamed into place, so a crash mid-save leaves the last good
     checkpoint (at `path`, or at `path.old` if it struck between the two renames).
     training_state (optimizer, RNG states, step, ...) makes the folder resumable (--resume true);
-    it is saved in the same folder so weights and state always come from the same step."""
+    it is saved in the same folder so weights and state always come from the same step. weights: the
+    state dict to write instead of the model's own (a sharded model's, gathered whole: support/sharding.py)."""
     tmp, old = f"{path}.tmp", f"{path}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=None if weights is None else dict(weights))  # a copy: it pops entries
     tokenizer.save_pretrained(tmp)
     if training_state is not None:
         torch.save(training_state, os.path.join(tmp, "training_state.pt"))
@@ -54,19 +56,24 @@ def load_training_state(path):
     return torch.load(file, map_location="cpu", weights_only=False)  # our own file: RNG states are Python objects
 
 
-def training_state(step, optimizer, rng, device, **extra):
-    """What a resumable checkpoint holds besides the weights: the step, Adam's state and every process's
-    RNG states (gathered: under torchrun each rank samples with its own). Call it on every rank."""
-    return {"step": step, "optimizer": optimizer.state_dict(), "rng": all_gather(rng_states(rng, device)), **extra}
+def training_state(step, policy, optimizer, rng, device, **extra):
+    """What a resumable checkpoint holds besides the weights: the step, Adam's state (gathered whole if the
+    policy is sharded) and every process's RNG states (gathered: under torchrun each rank samples with its
+    own). Call it on every rank."""
+    return {"step": step, "optimizer": optimizer_state(policy, optimizer), "sharded": is_sharded(policy),
+            "rng": all_gather(rng_states(rng, device)), **extra}
 
 
-def restore_training_state(state, optimizer, rng, device, log_paths):
+def restore_training_state(state, policy, optimizer, rng, device, log_paths):
     """--resume true: put back Adam's state and this process's RNG states, and drop the log lines a
     crashed run wrote after its checkpoint (so each step is logged once). Returns the step to go on after."""
     rank, size = rank_and_world_size()
     if len(state["rng"]) != size:
         raise UsageError(f"the checkpoint was written by {len(state['rng'])} processes; resume with as many")
-    optimizer.load_state_dict(state["optimizer"])
+    if state.get("sharded", False) != is_sharded(policy):
+        raise UsageError(f"the checkpoint was written with --shard {str(state.get('sharded', False)).lower()}; "
+                         f"resume with the same")
+    load_optimizer_state(policy, optimizer, state["optimizer"])
     set_rng_states(rng, state["rng"][rank], device)
     if rank == 0:
         for path in log_paths:

@@ -59,6 +59,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 
 from model import soft_caps_attention
 
@@ -142,20 +143,22 @@ def pick_tokens(logits, temperature):
 class Sampler:
     """Samples from `model` (the policy, or a model being evaluated); see the module docstring."""
 
-    def __init__(self, model, *, dtype=None, compile=False, check_every=16):
+    def __init__(self, model, *, dtype=None, compile=False, check_every=16, copy_to=None):
         self.source, self.check_every, self.compile = model, check_every, compile
         param = next(model.parameters())
-        self.device = param.device
+        self.device = torch.device(copy_to) if copy_to is not None else param.device
         # 1. The decoding model. dtype None: bf16 for an fp32 model on a GPU, else the model's own.
-        # A dtype other than the model's, or compile=True (which switches the attention, and the
-        # trainer's must stay stock), decodes with a copy; otherwise with the model itself.
+        # A dtype other than the model's, compile=True (which switches the attention, and the trainer's
+        # must stay stock) or copy_to (a policy about to be sharded, support/sharding.py: a whole copy on
+        # that device) decodes with a copy; otherwise with the model itself.
         # (dtype=torch.bfloat16 on a CPU runs the GPU's copy-and-refresh path; the tests use it.)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" and param.dtype == torch.float32 else param.dtype
-        if dtype != param.dtype or compile:
+        if dtype != param.dtype or compile or copy_to is not None:
             self.model = copy.deepcopy(model).eval().requires_grad_(False)
             for p in self.model.parameters():  # parameters only: buffers like RoPE's inv_freq stay fp32
-                p.data = p.data.to(dtype)
+                p.data = p.data.to(self.device, dtype)
+            self.model.to(self.device)  # the buffers
         else:
             self.model = model
         if compile:
@@ -172,6 +175,8 @@ class Sampler:
         sample() calls it first, every time (1. in the module docstring)."""
         if self.model is not self.source:
             for dst, src in zip(self.model.parameters(), self.source.parameters()):
+                if isinstance(src, DTensor):  # a sharded policy (--shard true): gather the whole weight
+                    src = src.full_tensor()
                 dst.copy_(src)  # casts fp32 -> bf16; same storage, so captured graphs still read it
 
     def new_cache(self, batch, length):

@@ -123,6 +123,9 @@ class TrainingConfig:
     """checkpoint every this many steps (and at the end)"""
     compile_decode: bool = False
     """CUDA only, not yet measured: compile the decode step and replay it as a CUDA graph (support/sampler.py)"""
+    shard: bool = False
+    """under torchrun, shard the policy and the reference over the processes (FSDP2, support/sharding.py): for a
+    policy whose weights, gradients and Adam state do not fit on one GPU; alone, nothing to shard"""
     resume: bool = False
     """continue from the last checkpoint: weights, Adam state, RNG states, step; logs keep each step once"""
 
