@@ -6,6 +6,7 @@ model.py); each file here is one concept behind it.
     settings.py       Config from the command line, the settings both stages share, the presets, Table 5
     checkpoints.py    atomic, resumable checkpoints (--resume true) and the JSONL logs
     distributed.py    torchrun: process group, all_gather, gradient averaging (no-ops without torchrun)
+    sharding.py       --shard true: FSDP2 shards of the policy and reference, gathered for sampling and checkpoints
     training_log.py   step 7 of both stages: the printed line, the JSONL record, decoded samples
     tasks.py          the tasks' data: arithmetic made in-process, MATH, MBPP and HumanEval downloaded once
     chat_template.py  the chat template's tokens around each turn, checked against the model's own template
