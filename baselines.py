@@ -37,12 +37,13 @@ from dataclasses import dataclass
 
 import torch
 
-from model import (autocast, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs,
-                   turn_end_id, turn_glue_ids)
-from plumbing import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, main_process_first,
-                      parse_config, read_run_config, require_device, save_checkpoint)
-from rollout import run_episodes
-from tasks import get_task, load_problems
+from model import autocast, load_model, load_tokenizer, token_logprobs
+from rollout import episode_row, pad_rows, run_episodes
+from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
+from support.checkpoints import append_jsonl, find_checkpoint, read_run_config, save_checkpoint
+from support.distributed import all_gather, init_distributed, main_process_first
+from support.settings import UsageError, parse_config, presets, require_device
+from support.tasks import get_task, load_problems
 
 
 @dataclass
@@ -77,10 +78,6 @@ class Config:
     """seeds problem choice, sampling and the example order"""
 
 
-PRESETS = {"tiny": dict(out_dir="out/tiny", problems=64, samples_per_problem=4, max_new_tokens=4, epochs=3,
-                        batch_size=16, lr=1e-3, device="cpu")}
-
-
 # ----------------------------------------------------------------------------- the data
 
 def star_examples(episodes):
@@ -103,14 +100,11 @@ def pair_sft_examples(responses_by_problem, correct_by_problem):
     return pairs
 
 
-def pad_examples(examples, pad_id):
-    """[(token ids, loss mask)] -> right-padded input_ids, attention_mask (B, T) and loss mask (B, T-1),
-    the mask shifted by one because position j predicts token j+1 (token_logprobs)."""
-    width = max(len(ids) for ids, _ in examples)
-    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r, _ in examples])
-    attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in examples])
-    mask = torch.tensor([m + [0] * (width - len(m)) for _, m in examples])[:, 1:].float()
-    return ids, attn, mask
+def sft_batch(examples, pad_id):
+    """[(token ids, spans of the tokens to learn)] -> right-padded input_ids, attention_mask (B, T) and the
+    loss mask (B, T-1), shifted by one because position j predicts token j+1 (token_logprobs)."""
+    ids, attn, masks, _ = pad_rows([row for row, _ in examples], [spans for _, spans in examples], pad_id)
+    return ids, attn, masks.any(0)[:, 1:].float()
 
 
 # ----------------------------------------------------------------------------- the run
@@ -142,15 +136,15 @@ def main(cfg):
     n, k = episodes.input_ids.shape[0], cfg.samples_per_problem
     print(f"sampled {n} episodes: r1 {episodes.rewards[0].mean():.3f}, r2 {episodes.rewards[1].mean():.3f}")
 
-    # 2. SFT examples as (token ids, loss mask) pairs.
+    # 2. SFT examples as (token ids, spans of the tokens to learn) pairs.
     examples = []
     if cfg.method == "star":
         for i in star_examples(episodes):
             length = int(episodes.attention_mask[i].sum())
             # The tokens exactly as sampled; the loss sits on attempt 2's tokens (its mask includes its
             # end-of-turn token, so the model also learns to stop).
-            examples.append((episodes.input_ids[i, :length].tolist(),
-                             episodes.action_masks[1, i, :length].long().tolist()))
+            y2 = episodes.action_masks[1, i].nonzero().flatten()
+            examples.append((episodes.input_ids[i, :length].tolist(), [(int(y2[0]), int(y2[-1]) + 1)]))
     else:
         # Every attempt of a problem's k samples, both turns; row j*k..j*k+k-1 belong to problem j.
         texts = [[episodes.responses[t][j * k + s] for t in range(2) for s in range(k)] for j in range(len(problems))]
@@ -160,13 +154,14 @@ def main(cfg):
         glue = turn_glue_ids(tokenizer, end_ids, task.instruction)
         end = turn_end_id(tokenizer)  # the template's end-of-turn token (Gemma: <end_of_turn>, not its <eos>)
         for wrong, right, j in pair_sft_examples(texts, correct):
-            # [x1, y_w, glue with p, y_c] built as rollout.py builds an episode, so the tokens around
-            # the turns match what the model sees at evaluation. The texts are re-tokenized: fine for
-            # SFT, where (unlike RL) nothing needs the exact sampled ids.
+            # [x1, y_w, glue with p, y_c], the row rollout.py builds for an episode, so the tokens around
+            # the turns match what the model sees at evaluation; the loss sits on y_c alone. The texts are
+            # re-tokenized: fine for SFT, where (unlike RL) nothing needs the exact sampled ids.
             x1 = chat_prompt_ids(tokenizer, task.first_prompt(problems[j]))
             y_w = tokenizer(wrong, add_special_tokens=False).input_ids + [end]
             y_c = tokenizer(right, add_special_tokens=False).input_ids + [end]
-            examples.append((x1 + y_w + glue + y_c, [0] * (len(x1) + len(y_w) + len(glue)) + [1] * len(y_c)))
+            row, spans = episode_row(x1, [y_w, y_c], glue, end)
+            examples.append((row, spans[1:]))
     # torchrun: the SFT itself takes seconds next to the sampling, so rank 0 trains on every rank's
     # examples and the others are done.
     examples = [e for share in all_gather(examples) for e in share]
@@ -184,8 +179,8 @@ def main(cfg):
         rng.shuffle(examples)
         losses = []
         for start in range(0, len(examples), cfg.batch_size):
-            ids, attn, mask = (x.to(cfg.device) for x in pad_examples(examples[start:start + cfg.batch_size],
-                                                                       tokenizer.pad_token_id))
+            ids, attn, mask = (x.to(cfg.device) for x in sft_batch(examples[start:start + cfg.batch_size],
+                                                                    tokenizer.pad_token_id))
             with autocast(cfg.device):
                 logp = token_logprobs(model, ids, attn)  # (B, T-1)
             loss = -(logp * mask).sum() / mask.sum()
@@ -207,6 +202,6 @@ def main(cfg):
 
 if __name__ == "__main__":
     try:
-        main(parse_config(Config, PRESETS))
+        main(parse_config(Config, presets("baselines")))
     except UsageError as e:
         sys.exit(f"error: {e}")

@@ -1,11 +1,10 @@
 """
 How fast one SCoRe Stage I step runs, how much memory each phase takes, and how close that is to
 what the hardware allows: the project's own code ("ours") and a plain baseline, side by side in
-one run, so every speed-up is a ratio measured on the same device at the same moment.
-
-Why a top-level script: nanoGPT keeps a `bench.py` next to `train.py` for the same reason, a
-benchmark is a recipe you read and run, not a library. It imports the real code paths:
-engine.Sampler, model.token_logprobs, stage1.reinforce_update, rollout.Episodes.
+one run, so every speed-up is a ratio measured on the same device at the same moment. nanoGPT keeps
+a `bench.py` next to `train.py` for the same reason: a benchmark is a recipe you read and run. It runs
+the real code paths (support/sampler.py's Sampler, model.token_logprobs, reinforce.reinforce_update,
+rollout.episode_row); the baseline's parts are passed to them as arguments.
 
 Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architecture, batch 64, 512 + 512 tokens
         python bench.py --compile_decode true # the same, the decode step compiled + CUDA graphs (unmeasured)
@@ -17,80 +16,58 @@ Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architectu
             --emulate_bf16 true --techniques false   # CPU: step-0 KL and mismatch with real weights
 
 The models get random weights (built from a config: offline, and speed does not depend on the
-weights' values; --pretrained loads real ones, whose numerics do differ). They never emit the end token (its id is past the vocabulary), so every attempt
-runs the full --new_tokens: the worst case a real rollout approaches, the same work in every run.
+weights' values; --pretrained loads real ones, whose numerics do differ). They never emit the end
+token (its id is past the vocabulary), so every attempt runs the full --new_tokens: the worst case a
+real rollout approaches, the same work in every run.
 
-What the numbers mean:
-  numerics   before anything is trained: the KL between policy and reference at step 0 (ours: the
-             reference with the policy's numerics, exactly 0; plain: a bf16 reference), and the
-             sampler/trainer mismatch, mean |log pi_theta - log pi_sampler| per sampled token and the
-             share of ratios outside [0.5, 2], before the correction and after it (the part the
-             weight min(ratio, C) leaves: mean |log ratio - log w| = mean max(0, log ratio - log C)).
-  rollout    two attempts: y1 ~ pi(.|x1), then y2 ~ pi(.|x1, y1, p), as rollout.run_episodes does.
-             tok/s counts sampled tokens. steps/s counts iterations of the decode loop.
-             roofline % = (bytes a decode step must read: every matmul weight once + the KV cache
-             of the real tokens, summed over the steps) / measured bandwidth / measured time.
-             Prefill is inside the time but not the bytes, so the percentage is a lower bound.
+What the tables mean (roofline %, MFU and peak MB are defined in support/measure.py):
+  numerics   at step 0: the KL between policy and reference (ours: the reference with the policy's
+             numerics, exactly 0; plain: a bf16 reference), and the sampler/trainer mismatch, mean
+             |log pi_theta - log pi_sampler| per sampled token and the share of ratios outside [0.5, 2],
+             before the correction and after it (mean max(0, log ratio - log C): what min(ratio, C) leaves).
+  rollout    y1 ~ pi(.|x1), then y2 ~ pi(.|x1, y1, p); tok/s counts sampled tokens, steps/s decode steps.
   reference  the frozen pi_ref's per-token log-probs over every episode (no graph).
-  update     stage1.reinforce_update: reference + policy forward/backward + Adam, micro-batched.
-             MFU = model FLOPs / time / measured matmul rate. Model FLOPs per real token: 2 per
-             weight of every matmul (lm head included) + causal attention 2 x 2 x position x d per
-             layer; backward = 2 x forward. Padding and recomputation (gradient checkpointing,
-             the chunked log-prob's second head pass) do not count: MFU, not hardware utilization.
-  peak MB    the largest amount of memory a phase allocated beyond what existed when it began
-             (weights and Adam state existed). GPU: torch.cuda.max_memory_allocated. CPU: there is
-             no allocator counter, so a second, untimed call runs under PeakMemory below, which
-             adds up the storage of every tensor an aten op returns and subtracts it when freed.
+  update     reinforce.reinforce_update: reference + policy forward/backward + Adam, micro-batched.
   ratio      baseline time / ours time (> 1: ours is faster); for memory, baseline / ours.
-  log-prob memory   the update's log-prob work alone (reference, policy, KL, backward) at two
-             micro-batch sizes: its growth per token should be far below a vocabulary row of floats.
+  log-prob memory   the update's log-prob work at two micro-batch sizes: growth per token << V floats.
   techniques each one switched off alone, against ours as it runs, in the same run.
-The denominators are measured in the same run: bandwidth by a large tensor copy (bytes read +
-written), the matmul rate by the best of a few large square matmuls (bf16 on a GPU, fp32 on a
-CPU, where the policy also runs in fp32), with the same thread count as the benchmark.
-
 Each table is printed as soon as it is measured, so a run that dies late keeps what it measured.
 
 The baseline is what a plain implementation writes: model.generate with its default settings
 (which sample with top-k 50) on prompts in the order given, and log-probs from a full
 logits.log_softmax(-1), which needs batch x tokens x vocabulary floats; its micro-batch is its
-own (--baseline_micro_batch) because that tensor would not fit at ours'. Ours samples with
-engine.Sampler (a bf16 copy of the policy on a GPU, a static KV cache, its own decode loop) and its
-update applies the truncated importance weights; both share the reference, loaded as stage1 loads it
+own (--baseline_micro_batch) because that tensor would not fit at ours'. Ours samples with the
+Sampler (a bf16 copy of the policy on a GPU, a static KV cache, its own decode loop) and its update
+applies the truncated importance weights; both share the reference, loaded as the stages load it
 (fp32, the policy's numerics), and one Adam (fused on a GPU), so neither is charged for those.
 
 Where this departs from a real Stage I step:
 1. Token ids are random and nothing is decoded or scored: the verifier is CPU work outside the model.
-2. The two attempts are sampled with engine.Sampler exactly as rollout.run_episodes does, but here,
-   not through it, because run_episodes needs a tokenizer and a task.
+2. The two attempts are sampled with the Sampler and put together with rollout.episode_row, as
+   rollout.run_episodes does, but here, not through it, because run_episodes needs a tokenizer and a task.
 3. Reusing the reference forward pass is not a row: reinforce_update already runs the reference once
    per episode per step, the least that one update per batch allows.
 4. --compile_decode (torch.compile, CUDA graphs on a GPU, grouped-query attention without K/V copies)
-   is off by default: it has not been measured on a GPU yet. The old --static_cache (generate with
-   cache_implementation="static" under autocast) is gone: it crashed (fp32 keys, bf16 values), and ours
-   now always decodes from a static cache.
+   is off by default: it has not been measured on a GPU yet. Ours always decodes from a static cache.
 """
 
 import copy
 import dataclasses
 import functools
-import gc
 import math
 import sys
-import time
-import weakref
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
-import stage1
-from engine import Sampler
 from model import autocast, load_model, token_logprobs
-from plumbing import UsageError, parse_config, require_device
-from rollout import Episodes
+from reinforce import make_optimizer, reinforce_update
+from rollout import Episodes, episode_row, pad_rows
+from support.measure import (build_config, build_models, device_bandwidth, device_matmul_rate,
+                             mb, measure, print_hardware_rates, print_logprob_memory, ratio, sec)
+from support.sampler import Sampler
+from support.settings import UsageError, parse_config, require_device
 
 
 @dataclass
@@ -149,55 +126,7 @@ PRESETS = {"cpu": dict(model="tiny", device="cpu", batch=8, samples_per_problem=
                        instruction_tokens=8, gen_batch=4, micro_batch=4, chunk_tokens=128, baseline_micro_batch=4,
                        warmup=0, sampler_dtype="bf16")}  # bf16: the GPU's sampler copy, so the mismatch is real
 
-# Architectures built in-process with random weights, so the benchmark needs no download.
-ARCHITECTURES = {
-    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
-                         num_key_value_heads=2, intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True,
-                         rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=32768),
-    # Qwen's vocabulary on a tiny body: the lm head dominates, as it does for log-prob memory.
-    "tiny": dict(model_type="qwen2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=256, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6,
-                 max_position_embeddings=4096),
-    # A wider, deeper body for the CPU (use with a small --vocab_size): activations, not logits, dominate,
-    # which is where gradient checkpointing and micro-batching act.
-    "small": dict(model_type="qwen2", hidden_size=256, num_hidden_layers=8, num_attention_heads=4,
-                  num_key_value_heads=2, intermediate_size=1024, vocab_size=151936, tie_word_embeddings=True,
-                  rope_theta=1e6, max_position_embeddings=4096),
-}
-
-
-# ----------------------------------------------------------------------------- models and data
-
-def build_config(name, vocab_size=0):
-    from transformers import AutoConfig
-    if name in ARCHITECTURES:
-        kwargs = dict(ARCHITECTURES[name])
-        config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
-    else:
-        try:
-            config = AutoConfig.from_pretrained(name)
-        except OSError as e:
-            raise UsageError(f"no config for {name!r} ({str(e).splitlines()[0]}); try qwen2.5-1.5b or tiny") from None
-    if vocab_size:
-        config.vocab_size = vocab_size
-    return config
-
-
-def build_models(config, device, gradient_checkpointing, seed=0):
-    """Policy and frozen reference as stage1.load_policy_and_reference makes them: both float32
-    (bf16 autocast on a GPU), the reference with the policy's weights, as at the start of Stage I."""
-    from transformers import AutoModelForCausalLM
-    torch.manual_seed(seed)
-    with torch.device(device):  # initialize in place: 1.5B random weights on a CPU take a while
-        policy = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        reference = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    reference.load_state_dict(policy.state_dict())
-    policy.train()
-    reference.eval().requires_grad_(False)
-    if gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
-    return policy, reference
-
+# ----------------------------------------------------------------------------- data
 
 def make_prompts(n, k, longest, vocab, gen):
     """n prompts of random token ids, each problem's k copies adjacent (rows 0..k-1 share problem 0)."""
@@ -206,42 +135,28 @@ def make_prompts(n, k, longest, vocab, gen):
 
 
 def two_turn_rollout(generate, prompts, glue, end_filler):
-    """Attempt 1, the glue with the instruction p, attempt 2: rollout.run_episodes' token logic.
-    generate returns (responses, truncated, sampler log-probs or None)."""
-    y1, cut1, lp1 = generate(prompts)
-    # A cut-off attempt gets an end token it did not write, as in run_episodes (the id itself is
-    # past the vocabulary here, so a real token stands in for it).
-    contexts = [c + y + ([end_filler] if t else []) + glue for c, y, t in zip(prompts, y1, cut1)]
+    """Attempt 1, the glue with the instruction p, attempt 2: rollout.run_episodes' token logic, the rows
+    put together by rollout.episode_row. generate returns (responses, truncated, sampler log-probs or None).
+    The end id is past the vocabulary here, so a real token (end_filler) closes a cut-off attempt 1.
+    Returns the rows, each row's attempt spans, and the sampler's log-probs per turn (or None)."""
+    y1, _, lp1 = generate(prompts)
+    contexts = [episode_row(x, [y], glue, end_filler, next_turn=True)[0] for x, y in zip(prompts, y1)]
     y2, _, lp2 = generate(contexts)
-    return prompts, y1, contexts, y2, (lp1, lp2) if lp1 is not None else None
+    rows, spans = zip(*(episode_row(x, [a, b], glue, end_filler) for x, a, b in zip(prompts, y1, y2)))
+    return rows, spans, (lp1, lp2) if lp1 is not None else None
 
 
-def to_episodes(prompts, y1, contexts, y2, logps, k, device, gen):
-    """Right-padded rows [x1, y1, glue, y2] with their action masks (and the sampler's log-probs, when
-    it recorded them), as rollout.run_episodes returns them; rewards are coin flips (their values
-    change no timing)."""
-    rows = [c + y for c, y in zip(contexts, y2)]
-    n, width = len(rows), max(map(len, rows))
-    ids = torch.zeros(n, width, dtype=torch.long)
-    attn = torch.zeros(n, width, dtype=torch.long)
-    masks = torch.zeros(2, n, width, dtype=torch.bool)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], attn[i, :len(row)] = torch.tensor(row), 1
-        masks[0, i, len(prompts[i]):len(prompts[i]) + len(y1[i])] = True
-        masks[1, i, len(contexts[i]):len(row)] = True
-    sampler_logprobs = None
-    if logps is not None:  # (N, T-1): token j's log-prob at j - 1, as rollout.run_episodes stores it
-        sampler_logprobs = torch.zeros(n, width - 1)
-        for i in range(n):
-            start1, start2 = len(prompts[i]), len(contexts[i])
-            sampler_logprobs[i, start1 - 1:start1 - 1 + len(y1[i])] = torch.tensor(logps[0][i])
-            sampler_logprobs[i, start2 - 1:start2 - 1 + len(y2[i])] = torch.tensor(logps[1][i])
-        sampler_logprobs = sampler_logprobs.to(device)
+def to_episodes(rows, spans, logps, k, device, gen):
+    """The rows right-padded into Episodes (rollout.pad_rows), as rollout.run_episodes returns them;
+    rewards are coin flips (their values change no timing)."""
+    ids, attn, masks, sampler_logprobs = pad_rows(rows, spans, 0, n_turns=2, logprobs=logps)
+    n = len(rows)
     return Episodes(input_ids=ids.to(device), attention_mask=attn.to(device), action_masks=masks.to(device),
                     rewards=torch.randint(0, 2, (2, n), generator=gen).float().to(device),
                     truncated=torch.ones(2, n, dtype=torch.bool, device=device),
                     problem_index=torch.arange(n // k, device=device).repeat_interleave(k),
-                    responses=[[], []], samples_per_problem=k, sampler_logprobs=sampler_logprobs)
+                    responses=[[], []], samples_per_problem=k,
+                    sampler_logprobs=None if sampler_logprobs is None else sampler_logprobs.to(device))
 
 
 # ----------------------------------------------------------------------------- the two implementations
@@ -270,7 +185,7 @@ def plain_generate(model, prompts, *, max_new_tokens, end_ids, pad_id, batch_siz
 
 
 def ours_generate(sampler, prompts, **settings):
-    """engine.Sampler at temperature 1, as rollout.run_episodes calls it."""
+    """The Sampler at temperature 1, as rollout.run_episodes calls it in training."""
     return sampler.sample(prompts, temperature=1.0, **settings)
 
 
@@ -292,179 +207,17 @@ def reference_pass(logprobs, reference, episodes, micro_batch):
 
 
 def update(logprobs, policy, reference, optimizer, episodes, micro_batch, is_clip=2.0):
-    """stage1.reinforce_update as Stage I calls it. Both sides run it with their log-prob function
-    swapped into stage1's namespace for the call (ours: token_logprobs at --chunk_tokens, which at
-    1024 is exactly what stage1 runs; the baseline: naive_logprobs), so nothing else differs."""
+    """reinforce.reinforce_update as Stage I calls it, with `logprobs` as its log-prob function (ours:
+    token_logprobs at --chunk_tokens, which at 1024 is exactly what the stages run; the baseline:
+    naive_logprobs), so nothing else differs."""
     task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
     kl_coefs = torch.tensor([0.1, 0.01], device=episodes.input_ids.device)  # Table 5, MATH: beta2, beta1
     cfg = SimpleNamespace(micro_batch=micro_batch, baseline="rloo", grad_clip=1.0, is_clip=is_clip)
-    saved, stage1.token_logprobs = stage1.token_logprobs, logprobs
     try:
-        return stage1.reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+        return reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg,
+                                logprob_fn=logprobs)
     finally:
-        stage1.token_logprobs = saved
         optimizer.zero_grad(set_to_none=True)  # already done, unless a GPU ran out of memory half-way
-
-
-# ----------------------------------------------------------------------------- measuring
-
-class PeakMemory(TorchDispatchMode):
-    """The CPU's stand-in for torch.cuda.max_memory_allocated: peak bytes of tensor storage created
-    while active and still alive. Every aten op's outputs pass through here (forward, backward and
-    checkpoint recomputation alike); a storage is counted once, when first returned, and released
-    when Python frees it (storages keep one Python object for life, so a weakref callback fires
-    exactly then). Storages made before entering (weights, Adam state) are not counted, nor is a
-    kernel's private scratch space."""
-
-    def __init__(self):
-        super().__init__()
-        self.live, self.peak, self.known = 0, 0, {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
-                continue
-            storage = t.untyped_storage()
-            key = id(storage)
-            if key in self.known:
-                continue
-            # A view or in-place result of a tensor we have never seen shares storage made before we
-            # started (a weight): remember it with 0 bytes so it is never counted.
-            nbytes = 0 if key in inputs else storage.nbytes()
-            self.known[key] = weakref.ref(storage, functools.partial(self._free, key, nbytes))
-            self.live += nbytes
-            self.peak = max(self.peak, self.live)
-        return out
-
-    def _free(self, key, nbytes, _ref):
-        self.live -= nbytes
-        self.known.pop(key, None)
-
-
-def measure(fn, device, warmup=0, timed=True, repeats=1):
-    """(seconds, peak bytes beyond what was allocated at the start, fn's result): the fastest of
-    `repeats` calls. A GPU out-of-memory error becomes (nan, nan, None): a row saying OOM, not a crash."""
-    gc.collect()
-    if device.type == "cuda":
-        try:
-            for _ in range(warmup):
-                fn()
-            torch.cuda.empty_cache()
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            start, seconds = torch.cuda.memory_allocated(), math.inf
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                out = fn()
-                torch.cuda.synchronize()
-                seconds = min(seconds, time.perf_counter() - t0)
-            return seconds, torch.cuda.max_memory_allocated() - start, out
-        except torch.OutOfMemoryError:
-            gc.collect()
-            torch.cuda.empty_cache()
-            return math.nan, math.nan, None
-    for _ in range(warmup):
-        fn()
-    seconds, out = (math.inf, None) if timed else (math.nan, None)
-    for _ in range(repeats if timed else 0):
-        t0 = time.perf_counter()
-        out = fn()
-        seconds = min(seconds, time.perf_counter() - t0)
-        gc.collect()
-    with PeakMemory() as memory:  # a second call: tracking every op would distort the timing
-        tracked = fn()
-    return seconds, memory.peak, out if timed else tracked
-
-
-def logprob_memory(logprobs, policy, reference, input_ids, attention_mask):
-    """Peak bytes of one micro-batch's log-prob work in the update: the reference's log-probs (no
-    graph), the policy's (with graph), the k1 KL between them, and backward through a loss of both.
-    The claim to check: this grows with batch x tokens, not batch x tokens x vocabulary."""
-    device = input_ids.device
-
-    def run():
-        with torch.no_grad(), autocast(device):
-            ref_logp = logprobs(reference, input_ids, attention_mask)  # (b, T-1)
-        with autocast(device):
-            logp = logprobs(policy, input_ids, attention_mask)  # (b, T-1), with graph
-        kl = logp.detach() - ref_logp  # (b, T-1): the KL never needs more than a number per token
-        try:
-            (-(logp * (1 - 0.01 * kl))).sum().backward()
-        finally:
-            policy.zero_grad(set_to_none=True)
-
-    return measure(run, device, timed=False)[1]
-
-
-def device_bandwidth(device, nbytes):
-    """Bytes per second of a large copy (it reads and writes every byte): the decode roofline's denominator."""
-    src = torch.ones(nbytes // 4, device=device)
-    dst = torch.empty_like(src)
-    best = math.inf
-    for _ in range(5):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * nbytes / best
-
-
-def device_matmul_rate(device, n):
-    """FLOP/s of the best of a few n x n matmuls, bf16 on a GPU and fp32 on a CPU: the MFU denominator."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    best = math.inf
-    for _ in range(5):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
-
-
-def matmul_weights(model):
-    """Weights every token multiplies by: all Linear layers, the (tied) lm head included."""
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-
-
-def forward_flops(model, attention_mask):
-    """Model FLOPs of one forward pass over the real tokens (see the module docstring)."""
-    c = model.config
-    d = c.num_attention_heads * (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
-    lengths = attention_mask.sum(-1).double()  # (N,)
-    return float(2 * matmul_weights(model) * lengths.sum() + 2 * c.num_hidden_layers * d * (lengths ** 2).sum())
-
-
-def decode_bytes(model, context_lengths, new_tokens, batch_size, value_bytes):
-    """Bytes one attempt's decode steps must read at least: every matmul weight once per step of
-    each generate call, plus the KV cache of each row's real tokens at each step."""
-    c = model.config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    kv_per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * value_bytes  # K and V
-    calls = math.ceil(len(context_lengths) / batch_size)
-    weights = calls * new_tokens * matmul_weights(model) * value_bytes
-    cache = sum(new_tokens * n + new_tokens * (new_tokens - 1) / 2 for n in context_lengths) * kv_per_token
-    return weights + cache
-
-
-def mb(nbytes):
-    return "OOM" if math.isnan(nbytes) else f"{nbytes / 2 ** 20:,.0f}"
-
-
-def sec(seconds):
-    return "OOM" if math.isnan(seconds) else f"{seconds:.3f}"
-
-
-def ratio(a, b):
-    return "-" if math.isnan(a) or math.isnan(b) or b <= 0 else f"{a / b:.2f}x"
 
 
 # ----------------------------------------------------------------------------- the run
@@ -498,7 +251,7 @@ def main(cfg):
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    if cfg.pretrained:  # the real weights, loaded as stage1.load_policy_and_reference loads them
+    if cfg.pretrained:  # the real weights, loaded as model.load_policy_and_reference loads them
         policy = load_model(cfg.model, device, torch.float32, trainable=True)
         reference = load_model(cfg.model, device, torch.float32, trainable=False)
         if cfg.gradient_checkpointing:
@@ -507,7 +260,7 @@ def main(cfg):
     else:
         config = build_config(cfg.model, cfg.vocab_size)
         policy, reference = build_models(config, device, cfg.gradient_checkpointing, cfg.seed)
-    optimizer = stage1.make_optimizer(policy, 5e-6, device)
+    optimizer = make_optimizer(policy, 5e-6, device)
     dtype = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.sampler_dtype]
     sampler = Sampler(policy, dtype=dtype, compile=cfg.compile_decode)
     V, N, k = config.vocab_size, cfg.batch, cfg.samples_per_problem
@@ -585,45 +338,12 @@ def main(cfg):
 
     # 5. against the hardware: tokens/s, decode steps/s, % of the bandwidth roofline, MFU. Both sides
     # sample the same number of tokens from the same prompts, so they share the denominators.
-    tokens, sampled = int(ours_episodes.attention_mask.sum()), N * 2 * cfg.new_tokens
-    first_lengths = [len(p) for p in prompts]
-    second = [n + cfg.new_tokens + 1 + cfg.instruction_tokens for n in first_lengths]  # + y1 + end token + glue
-    need = sum(decode_bytes(policy, lengths, cfg.new_tokens, cfg.gen_batch, value_bytes)
-               for lengths in (first_lengths, second))
-    steps = 2 * math.ceil(N / cfg.gen_batch) * cfg.new_tokens
-    flops = forward_flops(policy, ours_episodes.attention_mask)
-    rate_names = ["rollout: sampled tokens/s", "rollout: decode steps/s", "rollout: % of bandwidth roofline",
-                  "reference: tokens/s", "reference: % MFU", "update: tokens/s", "update: % MFU",
-                  "step split %: rollout/reference/update"]
-    print(f"\n{need / steps / 2 ** 20:,.1f} MiB to read per decode step ({value_bytes}-byte values) at "
-          f"{bandwidth / 1e9:,.1f} GB/s; matmul {matmul_rate / 1e12:.2f} TFLOP/s")
-    print(f"{'rate':<40}| {'ours':>9} | {'baseline':>9}")
-    rates = {}
-    for name, r in results.items():
-        (t_roll, _), (t_ref, _), (t_upd, _) = r["rollout"], r["reference"], r["update"]
-        rates[name] = [f"{sampled / t_roll:,.0f}", f"{steps / t_roll:,.1f}", f"{100 * need / bandwidth / t_roll:.1f}",
-                       f"{tokens / t_ref:,.0f}", f"{100 * flops / t_ref / matmul_rate:.1f}", f"{tokens / t_upd:,.0f}",
-                       f"{100 * 4 * flops / t_upd / matmul_rate:.1f}",  # reference forward + policy forward/backward
-                       "/".join(f"{100 * t / (t_roll + t_upd):.0f}" for t in (t_roll, t_ref, t_upd - t_ref))]
-    for i, name in enumerate(rate_names):
-        print(f"{name:<40}| {rates['ours'][i]:>9} | {rates['baseline'][i]:>9}", flush=True)
+    print_hardware_rates(results, policy, ours_episodes.attention_mask, [len(p) for p in prompts], cfg.new_tokens,
+                         cfg.instruction_tokens, cfg.gen_batch, value_bytes, bandwidth, matmul_rate)
 
     # 6. log-prob memory against micro-batch size: grows with tokens, or with tokens x vocabulary?
-    sizes = sorted({max(1, cfg.micro_batch // 2), cfg.micro_batch})
-    scaling = []
-    for n_rows in sizes:
-        ids, mask = ours_episodes.input_ids[:n_rows], ours_episodes.attention_mask[:n_rows]
-        n_tokens = ids.shape[0] * (ids.shape[1] - 1)
-        scaling.append((n_tokens, logprob_memory(ours_logprobs, policy, reference, ids, mask),
-                        logprob_memory(naive_logprobs, policy, reference, ids, mask)))
-    print(f"\nlog-prob memory (reference + policy + KL + backward) vs tokens in a micro-batch, vocab {V:,}")
-    for n_tokens, m_ours, m_naive in scaling:
-        print(f"{n_tokens:>7,} tokens | ours {mb(m_ours):>6} MB | full log-softmax {mb(m_naive):>6} MB | "
-              f"one (B, T, V) float32 tensor {n_tokens * V * 4 / 2 ** 20:,.0f} MB")
-    if len(scaling) == 2 and not any(math.isnan(x) for row in scaling for x in row):
-        (n0, o0, f0), (n1, o1, f1) = scaling
-        print(f"growth per extra token: ours {(o1 - o0) / (n1 - n0) / 1024:,.1f} KiB, full log-softmax "
-              f"{(f1 - f0) / (n1 - n0) / 1024:,.1f} KiB; V x 4 bytes = {V * 4 / 1024:,.1f} KiB", flush=True)
+    print_logprob_memory(ours_logprobs, naive_logprobs, policy, reference, ours_episodes,
+                         sorted({max(1, cfg.micro_batch // 2), cfg.micro_batch}))
 
     # 7. each technique on its own: (name, phase, measured without it, measured with it), same run,
     # each row printed as soon as it is measured.
@@ -642,7 +362,7 @@ def main(cfg):
                                  episodes=ours_episodes)
     pure_unsorted = timed(functools.partial(rollout, functools.partial(sample_plain, top_k=0, top_p=1.0)))
     row("pure sampling, not generate's default top-k 50", "rollout", base["rollout"], pure_unsorted)
-    row("engine.Sampler, not generate (pure, unsorted)", "rollout", pure_unsorted, ours["rollout"])
+    row("Sampler, not generate (pure, unsorted)", "rollout", pure_unsorted, ours["rollout"])
     if cfg.compile_decode:
         eager = Sampler(policy, dtype=dtype)
         row("compiled decode + CUDA graphs (flag)", "rollout",
@@ -661,7 +381,7 @@ def main(cfg):
         no_ckpt = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch))
         policy.gradient_checkpointing_enable()
         row("gradient checkpointing", "update", no_ckpt, ours["update"])
-    if not cfg.compile_decode:  # the compiled sampler's attention is its own (engine.decode_attention)
+    if not cfg.compile_decode:  # the compiled sampler's attention is its own (support/sampler.py: decode_attention)
         for model in {id(m): m for m in (policy, sampler.model)}.values():
             model.set_attn_implementation("eager")
         eager_rollout = timed(functools.partial(rollout, sample_ours))

@@ -22,7 +22,7 @@ and the paper's analyses beyond its Table 2, one switch each:
                      plus a plot when matplotlib is installed; NAME_seedN runs become one row
     --curves DIRS    no model: reward per attempt over training, from the runs' logs (a PNG)
 Every run also reports the edit-distance ratio between attempt 1 and attempt 2 as a histogram:
-does the model change its answer at all? The analyses themselves are pure functions in analysis.py.
+does the model change its answer at all? The analyses themselves are pure functions in support/analysis.py.
 Under torchrun each process evaluates every N-th problem and rank 0 writes the results.
 
 Reads:  a checkpoint (default {out_dir}/stage2) or any model via --model; test problems
@@ -60,16 +60,17 @@ from dataclasses import dataclass
 
 import torch
 
-from engine import Sampler
 from model import load_model, load_tokenizer
-
-from plumbing import (UsageError, all_gather, append_jsonl, find_checkpoint, init_distributed, parse_config,
-                      read_run_config, require_device, world)
-from analysis import (TABLE_HEADER, answer_equiv, compute_budget_curve, edit_distance_ratio, expand_paths,
-                      final_answer, format_row, plot_results, plot_training_curves, print_histogram, ratio_histogram,
-                      results_table)
+from reward import self_correction_metrics  # Table 2's metrics live in reward.py; `from evaluate import` works too
 from rollout import run_episodes
-from tasks import SMOL_MIX, get_task, load_problems, read_jsonl
+from support.analysis import (TABLE_HEADER, answer_equiv, compute_budget_curve, edit_distance_ratio, expand_paths,
+                              final_answer, format_row, plot_results, plot_training_curves, print_histogram,
+                              ratio_histogram, results_table)
+from support.checkpoints import append_jsonl, find_checkpoint, read_run_config
+from support.distributed import all_gather, init_distributed, rank_and_world_size
+from support.sampler import Sampler
+from support.settings import UsageError, parse_config, presets, require_device
+from support.tasks import get_task, load_problems, read_jsonl
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Config:
     max_operand: int = 0
     """arithmetic only: operands 0..max_operand; 0: the checkpoint's training value, else 9"""
     mix: str = ""
-    """arithmetic only: kinds of problem, e.g. '+:99:9,*:9:9' (tasks.py); empty: the checkpoint's, else a + b"""
+    """arithmetic only: kinds of problem, e.g. '+:99:9,*:9:9' (support/tasks.py); empty: the checkpoint's, else a + b"""
     out_dir: str = "out"
     """where the stage checkpoints are and where eval/ results go"""
     name: str = ""
@@ -114,16 +115,8 @@ class Config:
     """several checkpoints of the run in out_dir side by side, e.g. base,stage1,stage2 ('base': the base model)"""
 
 
-PRESETS = {"tiny": dict(task="arithmetic", out_dir="out/tiny", limit=100, max_operand=4, max_new_tokens=4,
-                        device="cpu", batch_size=256),
-           "smol": dict(task="arithmetic", mix=SMOL_MIX, out_dir="out/smol", limit=500, max_new_tokens=16,
-                        batch_size=256),
-           "smol_cpu": dict(task="arithmetic", mix=SMOL_MIX, out_dir="out/smol_cpu", limit=500, max_new_tokens=16,
-                            device="cpu", batch_size=128)}
-
-
 # Evaluation reads the weights as trained: float32, and decodes with them (the sampler's default on a GPU
-# is a bf16 copy, engine.py). A trained checkpoint differs from its base by little (~1e-4 a weight at
+# is a bf16 copy, support/sampler.py). A trained checkpoint differs from its base by little (~1e-4 a weight at
 # lr 5e-6), below bf16's resolution (a weight of 0.05 moves in steps of 2.4e-4), and a hub base model's
 # weights are bf16 numbers themselves, so in bf16 most changes round back to the base exactly: 96 % of
 # them after 10 Stage I steps from a bf16-exact SmolLM2-135M at the smol preset's lr 1e-5 (median change
@@ -137,18 +130,7 @@ def evaluation_sampler(model):
     return Sampler(model, dtype=EVAL_DTYPE)
 
 
-# ----------------------------------------------------------------------------- Table 2 and N attempts
-
-def self_correction_metrics(correct_t1, correct_t2):
-    """The five numbers of the paper's Table 2 from per-problem correctness (lists of bools)."""
-    n = len(correct_t1)
-    if n == 0 or n != len(correct_t2):
-        raise ValueError("need the same non-zero number of attempt-1 and attempt-2 results")
-    acc_t1, acc_t2 = sum(correct_t1) / n, sum(correct_t2) / n
-    return {"acc_t1": acc_t1, "acc_t2": acc_t2, "delta": acc_t2 - acc_t1,
-            "delta_i2c": sum(not a and b for a, b in zip(correct_t1, correct_t2)) / n,
-            "delta_c2i": sum(a and not b for a, b in zip(correct_t1, correct_t2)) / n}
-
+# ----------------------------------------------------------------------------- N attempts
 
 def turn_flows(correct_by_turn):
     """Accuracy after each attempt and the flows from the attempt before it.
@@ -160,8 +142,6 @@ def turn_flows(correct_by_turn):
         flows.append({"turn": t + 1, "acc": m["acc_t2"], "delta": m["delta"], "delta_i2c": m["delta_i2c"],
                       "delta_c2i": m["delta_c2i"]})
     return flows
-
-
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -194,7 +174,7 @@ def evaluate_attempts(cfg, model, tokenizer, task, problems, name, first_attempt
     Writes the per-problem JSONL and returns Table 2's metrics plus the per-turn flows.
     Under torchrun each rank decodes every world_size-th problem; rank 0 gathers them back into the
     test set's order, so the file and the table are those of one process (other ranks get None)."""
-    rank, size = world()
+    rank, size = rank_and_world_size()
     mine = list(range(rank, len(problems), size))
     episodes = run_episodes(model, tokenizer, task, [problems[i] for i in mine], samples_per_problem=1,
                             temperature=0.0, max_new_tokens=cfg.max_new_tokens, n_turns=cfg.turns,
@@ -238,7 +218,7 @@ def evaluate_budgets(cfg, model, tokenizer, task, problems, name):
     if not budgets or any(b < 2 or b % 2 for b in budgets):
         raise UsageError(f"--budgets needs even numbers >= 2 (K/2 episodes of 2 attempts), got {cfg.budgets!r}")
     top = budgets[-1]
-    rank, size = world()
+    rank, size = rank_and_world_size()
     torch.manual_seed(cfg.seed + rank)
     mine = problems[rank::size]  # torchrun: each rank samples its share of the problems
     common = dict(temperature=cfg.vote_temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
@@ -312,7 +292,7 @@ def main(cfg):
         if name != "base":
             path = find_checkpoint(path, f"--compare: run the stage that writes {name} first")
         rows.append((name, evaluate_model(dataclasses.replace(cfg, model=path, name=name, compare=""), quiet=True)))
-    if world()[0] != 0:
+    if rank_and_world_size()[0] != 0:
         return None
     print(f"greedy, attempt 1 -> attempt 2, every model on the same test problems ({cfg.out_dir}/eval/)")
     print("\n".join([TABLE_HEADER] + [format_row(name, m) for name, m in rows]))
@@ -377,6 +357,6 @@ def evaluate_model(cfg, quiet=False):
 
 if __name__ == "__main__":
     try:
-        main(parse_config(Config, PRESETS))
+        main(parse_config(Config, presets("evaluate")))
     except UsageError as e:
         sys.exit(f"error: {e}")

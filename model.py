@@ -1,13 +1,12 @@
 """
-The model side of SCoRe, shared by every script: load a policy and its frozen reference, turn chat
-messages into tokens, and compute per-token log-probabilities.
+The model side of SCoRe, shared by every script: load a policy and its frozen reference, choose their
+numerics, and compute per-token log-probabilities.
 
     load_model / load_tokenizer   hub id, local folder, or a .gguf file
-    build_tiny_model              a tiny Llama + character tokenizer made in-process (CPU tutorial)
-    check_chat_template           run at load: our token assembly reproduces the model's own template
-    chat_prompt_ids / turn_glue_ids / turn_end_id   the chat-template tokens around each assistant turn
+    load_policy_and_reference     the trainable policy and the frozen pi_ref, both as the stages need them
+    use_bf16 / autocast           bf16 matmuls over fp32 weights, where the hardware has them
     token_logprobs                THE per-token log-prob function: policy, reference and evaluation
-    (sampling lives in engine.py; the scripts' shared plumbing in plumbing.py)
+    (sampling lives in support/sampler.py; the chat template's turns in support/chat_template.py)
 
 token_logprobs never builds the [batch, tokens, vocab] log-softmax of a whole batch: with Qwen's
 151,936-token vocabulary that tensor alone is 20 GB for 64 x 512 tokens in bf16.
@@ -25,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from plumbing import UsageError  # re-exported: `from model import UsageError` keeps working
+from support.chat_template import check_chat_template
+from support.settings import UsageError  # re-exported: `from model import UsageError` keeps working
 
 
 # ----------------------------------------------------------------------------- loading
@@ -69,7 +69,8 @@ def load_tokenizer(name):
 def soft_caps_attention(config):
     """True for a model that soft-caps its attention scores, tanh before the softmax (Gemma-2:
     attn_logit_softcapping = 50). Only eager attention applies that cap: SDPA refuses it (transformers
-    5.23) or silently drops it (5.17), and engine.decode_attention, SDPA underneath, cannot apply it."""
+    5.23) or silently drops it (5.17), and the sampler's decode_attention (support/sampler.py), SDPA
+    underneath, cannot apply it."""
     return bool(getattr(config.get_text_config(decoder=True), "attn_logit_softcapping", None))
 
 
@@ -77,8 +78,8 @@ def load_model(name, device, dtype=torch.float32, trainable=True):
     """A causal LM from a hub id, a local folder or a .gguf file.
     The policy keeps float32 weights: Adam's 5e-6 steps are below bf16's resolution (a bf16 weight
     of 1.0 can't move by less than 0.0078), so they would vanish. Speed comes from bf16 autocast.
-    The frozen reference is loaded the same way (stage1.load_policy_and_reference), so that its
-    log-probs are computed with exactly the policy's numerics (engine.py samples from a bf16 copy)."""
+    The frozen reference is loaded the same way (load_policy_and_reference), so that its
+    log-probs are computed with exactly the policy's numerics (support/sampler.py samples from a bf16 copy)."""
     from transformers import AutoModelForCausalLM
     _check_source(name)
     folder, gguf_file = _split_gguf(name)
@@ -101,14 +102,17 @@ def load_model(name, device, dtype=torch.float32, trainable=True):
     return model
 
 
-def end_of_turn_ids(model, tokenizer):
-    """Token ids that end an assistant turn, so sampling stops on any of them: the chat template's own
-    end-of-turn token (turn_end_id), the tokenizer's EOS, and any the generation config adds (Qwen2.5
-    ends turns with <|im_end|> but also stops on <|endoftext|>; Gemma's EOS is <eos>, not <end_of_turn>)."""
-    ids = {tokenizer.eos_token_id, turn_end_id(tokenizer)}
-    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(extra if isinstance(extra, list) else [extra])
-    return sorted(i for i in ids if i is not None)
+def load_policy_and_reference(policy_path, reference_path, device, gradient_checkpointing=False):
+    """The tokenizer, the trainable policy and the frozen reference pi_ref, as both stages load them.
+    The reference as the policy: fp32 weights under the same autocast. A bf16 reference computes
+    other numbers (~0.03 nats a token), so the KL would start from noise, not from exactly 0."""
+    device = torch.device(device)
+    tokenizer = load_tokenizer(policy_path)
+    policy = load_model(policy_path, device, torch.float32, trainable=True)
+    reference = load_model(reference_path, device, torch.float32, trainable=False)
+    if gradient_checkpointing:  # transformers 5.23 renamed it; older 5.x only has the old name
+        getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
+    return tokenizer, policy, reference
 
 
 @functools.cache
@@ -145,161 +149,6 @@ def autocast(device, bf16=None):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-# ----------------------------------------------------------------------------- the tiny model
-
-CHATML_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def build_tiny_model(seed=0, hidden_size=64, num_layers=2):
-    """A tiny Llama and a character-level ChatML tokenizer, made in-process: no download, runs on a
-    CPU in seconds. One token per printable ASCII character keeps the tokenizer obvious."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    specials = ["<|pad|>", "<|unk|>", "<|im_start|>", "<|im_end|>"]
-    chars = [chr(i) for i in range(32, 127)] + ["\n"]
-    vocab = {token: i for i, token in enumerate(specials + chars)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every char
-    backend.decoder = decoders.Fuse()  # join characters back without spaces
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|pad|>", unk_token="<|unk|>",
-                                        eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"])
-    tokenizer.chat_template = CHATML_TEMPLATE
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
-                         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=4096, tie_word_embeddings=True,
-                         pad_token_id=vocab["<|pad|>"], eos_token_id=vocab["<|im_end|>"], bos_token_id=None)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = vocab["<|im_end|>"]
-    return model, tokenizer
-
-
-# ----------------------------------------------------------------------------- chat formatting
-#
-# The conversation is assembled from token ids, not re-rendered: attempt 2's context is
-# prompt ids + the sampled y1 ids + [end-of-turn id] + glue ids, so the log-probs we train on belong to
-# exactly the tokens the model sampled. That is only right if it is also what the model's own chat
-# template renders for the same chat, and templates differ in ways that break it silently (Gemma ends a
-# turn with <end_of_turn>, not its EOS; Llama 3.x writes today's date into the prompt; Qwen3 drops
-# <think>...</think> from earlier turns). check_chat_template compares the two once, at load time, and
-# either the code below handles what it finds or it stops with one line naming the template feature.
-
-CHAT_DATE = "26 Jul 2024"  # the date Llama 3.x templates print; its own fallback, fixed so every day renders alike
-
-
-def render_chat(tokenizer, messages, add_generation_prompt):
-    """The chat template's text for `messages`. The date is pinned: a template that prints today's date
-    would otherwise give a model trained on Monday a different prompt when it is evaluated on Friday."""
-    from jinja2.exceptions import TemplateError
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             date_string=CHAT_DATE)
-    except TemplateError as e:
-        raise UsageError(f"the chat template cannot render a user/assistant/user chat ({e})") from None
-
-
-def chat_prompt_ids(tokenizer, user_message):
-    """Token ids of a one-message chat, ending with the assistant header the model answers after."""
-    text = render_chat(tokenizer, [{"role": "user", "content": user_message}], add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False).input_ids
-
-
-def _answered_turn(tokenizer, instruction, answer="SCORE_ANSWER"):
-    """Render [user, assistant(answer), user(instruction)] and cut it at the answer. Returns the rendered
-    text, the template's end-of-turn token (text and id) and where it starts. Raises UsageError, naming the
-    template feature, when the chat is not "prompt + answer + end token + glue"."""
-    prompt = render_chat(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True)
-    chat = render_chat(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": answer},
-                                   {"role": "user", "content": instruction}], add_generation_prompt=True)
-    if not chat.startswith(prompt):
-        # DeepSeek-R1 distills open the answer with "<think>\n", Qwen3 with enable_thinking=False with an
-        # empty think block; neither is kept once the turn is answered.
-        same = os.path.commonprefix([prompt, chat])
-        raise UsageError(f"the chat template's generation prompt ends with {prompt[len(same):]!r}, which it leaves "
-                         f"out of answered turns; pass a template whose generation prompt is kept in the history")
-    before, found, after = chat[len(prompt):].partition(answer)
-    if not found:
-        raise UsageError("the chat template rewrites the content of earlier assistant turns; SCoRe needs them verbatim")
-    if before.strip():
-        raise UsageError(f"the chat template puts {before.strip()!r} between the generation prompt and the answer; "
-                         f"pass a template whose generation prompt ends where the answer starts")
-    # The end-of-turn token is the special token right after the answer (whitespace the template puts
-    # between them, like Llama-2's ' ' + eos, is allowed: see check_chat_template).
-    gap = len(after) - len(after.lstrip())
-    added = tokenizer.get_added_vocab()  # special-token text -> id
-    end_text = max((t for t in added if after.startswith(t, gap)), key=len, default=None)
-    if end_text is None:
-        raise UsageError(f"the chat template ends an assistant turn with {after[:20]!r}, not with a special token; "
-                         f"SCoRe needs an end-of-turn token that sampling can stop on")
-    return chat, end_text, added[end_text], len(chat) - len(after) + gap
-
-
-def turn_end_id(tokenizer):
-    """The token that closes an assistant turn in the chat template: <|im_end|> (ChatML), <|eot_id|>
-    (Llama 3), <end_of_turn> (Gemma), <|end|> (Phi-3), </s> (Mistral). Not always the tokenizer's EOS
-    (Gemma's is <eos>), so a cut-off or given attempt is closed with this one: the one the glue follows."""
-    return _answered_turn(tokenizer, "x")[2]
-
-
-def turn_glue_ids(tokenizer, end_ids, instruction):
-    """The tokens that follow an assistant turn's end-of-turn token and lead into the next answer:
-    for ChatML that is "\\n<|im_start|>user\\n{instruction}<|im_end|>\\n<|im_start|>assistant\\n".
-
-    Why not re-render the whole chat for attempt 2? Decoding y1 and re-tokenizing it can give other
-    tokens than the ones sampled, and then the log-probs we train on belong to a sequence the model
-    never produced. Appending glue tokens to the sampled ids keeps attempt 1 exactly as sampled.
-    The glue is cut from the tokens of the whole rendered chat, so it is tokenized in context."""
-    chat, end_text, end_id, end_at = _answered_turn(tokenizer, instruction)
-    if end_id not in end_ids:
-        raise UsageError(f"the chat template ends turns with {end_text!r}, but sampling stops on {list(end_ids)}")
-    ids = tokenizer(chat, add_special_tokens=False).input_ids
-    # A special token is always one token, so the n-th end token in the text is the n-th end id in ids.
-    nth = chat[:end_at].count(end_text)
-    at = [i for i, t in enumerate(ids) if t == end_id][nth]
-    return ids[at + 1:]
-
-
-def check_chat_template(tokenizer):
-    """Run once at load: render [user, assistant, user] with the model's own template and compare it with
-    our token assembly, prompt + answer + [turn_end_id] + glue. Raises UsageError naming the template
-    feature where they differ in a way this project cannot follow.
-    _answered_turn checks the text (prompt, then the answer, then the end token) and turn_glue_ids cuts the
-    glue from the chat's own tokens, so the tokens left to compare here are the prompt's."""
-    answer = "SCORE_ANSWER"
-    chat = _answered_turn(tokenizer, "x", answer)[0]
-    prompt, ids = chat_prompt_ids(tokenizer, "x"), tokenizer(chat, add_special_tokens=False).input_ids
-    if ids[:len(prompt)] != prompt:
-        raise UsageError("the tokenizer splits the chat prompt differently once an answer follows it; "
-                         "the sampled answer would not continue the prompt it was sampled after")
-    prompt_text = render_chat(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True)
-    if "strftime_now" in tokenizer.chat_template and CHAT_DATE not in prompt_text:
-        raise UsageError("the chat template writes today's date (strftime_now) into the prompt and ignores "
-                         "date_string, so training and evaluation on different days see different prompts")
-    # Reasoning templates (Qwen3, DeepSeek-R1) drop <think>...</think> from earlier assistant turns. Our
-    # attempt 2 sees y1 as sampled, thoughts and all, so it would train on a conversation the model is
-    # never shown at test time. Keeping both views would need a second forward pass per episode.
-    thought = f"<think>\nSCORE_THOUGHT\n</think>\n\n{answer}"
-    if thought not in render_chat(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": thought},
-                                              {"role": "user", "content": "x"}], add_generation_prompt=True):
-        raise UsageError("the chat template drops <think>...</think> from earlier assistant turns, so attempt 2 would "
-                         "see a y1 the template never shows; use a non-thinking model (e.g. Qwen2.5-Instruct) or "
-                         "remove that rule from its chat_template")
-    # What we accept: whitespace the template adds around the answer or trims from it (Llama 3 and Gemma
-    # `| trim`, Mistral's ' ' + content, Llama-2's ' ' + eos). Our rows keep the answer exactly as sampled,
-    # whitespace included, because those are the tokens the model chose; a re-rendered history would differ
-    # only by that whitespace, which a model trained on its own template rarely emits at a turn's ends.
-
-
-# ----------------------------------------------------------------------------- sampling
-
-# Sampling lives in engine.py (engine.Sampler): a decode loop of its own with a static KV cache, bf16
-# weights on a GPU, and the log-prob of every token it draws. token_logprobs below stays THE log-prob
-# function every update trusts; the sampler's own log-probs only measure and correct the gap to it.
-
-
 # ----------------------------------------------------------------------------- log-probs
 
 def _chunk_logprobs(hidden, targets, weight, softcap):
@@ -331,8 +180,10 @@ def token_logprobs(model, input_ids, attention_mask, chunk_tokens=1024, only=Non
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     # use_cache=False: a training forward reads no KV cache, so it must not build one (by default the
     # model keeps every layer's K/V of the whole batch, alive until the output is dropped).
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              use_cache=False).last_hidden_state  # (B, T, H)
+    # A model sharded by --shard true runs its base model through FSDP2's hooks (support/sharding.py).
+    base_model = getattr(model, "sharded_base_model", model.base_model)
+    hidden = base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        use_cache=False).last_hidden_state  # (B, T, H)
     B, T, H = hidden.shape
     hidden = hidden[:, :-1].reshape(-1, H)  # position t predicts token t+1
     targets = input_ids[:, 1:].reshape(-1)

@@ -11,6 +11,10 @@ token rows hold the whole conversation, so one forward pass over a row gives the
 both attempts, each selected by its own action mask. The same code runs N attempts for the
 paper's "more than two attempts" analysis (n_turns > 2 repeats the instruction).
 
+    run_episodes   steps 1 and 2 of both stages: sample every attempt, score it (the task's verifier)
+    episode_row    THE function that puts a conversation's token ids together, and where each attempt is
+    pad_rows       rows of different lengths -> right-padded tensors and per-turn action masks
+
 The prompts below are the paper's exact text (Appendix C).
 """
 
@@ -18,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from engine import Sampler
-from model import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
-from plumbing import UsageError
+from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
+from support.sampler import Sampler
+from support.settings import UsageError
 
 MATH_PROMPT = (
     "You are a math expert. When you respond, respond only with the Solution of the final Problem, thinking "
@@ -64,13 +68,63 @@ class Episodes:
     sampler_logprobs: torch.Tensor | None = None
 
 
+def episode_row(prompt, attempts, glue, end_id, next_turn=False):
+    """One conversation as token ids, the one place a row is put together (rollout, the tiny warm-up,
+    the SFT baselines and bench.py all use it): x1, then each attempt y_t, with the glue (chat-template
+    tokens and the instruction p) between two attempts.
+
+        [x1 | y1 (+ end) | glue | y2 (+ end) | glue | ... | y_last]
+
+    The glue follows the template's end-of-turn token, so an attempt the glue follows that does not end
+    with it gets one the model did not write (not an action): an attempt cut off by max_new_tokens, one
+    that stopped on another stop id (Gemma's <eos>, Qwen's <|endoftext|>), or a given text.
+    next_turn=True: the context for the next attempt, every attempt closed and the glue after the last.
+    Returns (ids, spans): spans[t] = (first, stop), the positions of y_t's own tokens in ids, which is
+    turn t's action mask (it includes the attempt's end token when the model wrote one)."""
+    ids, spans = list(prompt), []
+    for t, y in enumerate(attempts):
+        if t > 0:
+            ids += glue
+        spans.append((len(ids), len(ids) + len(y)))
+        ids += y
+        if (next_turn or t < len(attempts) - 1) and y[-1:] != [end_id]:
+            ids.append(end_id)
+    if next_turn and attempts:
+        ids += glue
+    return ids, spans
+
+
+def pad_rows(rows, spans, pad_id, n_turns=None, logprobs=None):
+    """Right-pad rows of token ids (episode_row's) into one batch:
+        input_ids       (N, T) long, pad_id after each row
+        attention_mask  (N, T) long, 1 on real tokens
+        action_masks    (n_turns, N, T) bool, True on turn t's span of each row
+        sampler_logprobs (N, T-1) float, or None without `logprobs` ([n_turns][N] lists, one log-prob per
+                        token of the span): aligned with token_logprobs' output, position j holds token
+                        j+1's, so token j's log-prob sits at j - 1; 0 elsewhere."""
+    n_turns = n_turns if n_turns is not None else max(len(s) for s in spans)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    action_masks = torch.zeros((n_turns, len(rows), width), dtype=torch.bool)
+    sampler_logprobs = torch.zeros((len(rows), width - 1)) if logprobs is not None else None
+    for i, row in enumerate(rows):
+        input_ids[i, :len(row)] = torch.tensor(row)
+        attention_mask[i, :len(row)] = 1
+        for turn, (first, stop) in enumerate(spans[i]):
+            action_masks[turn, i, first:stop] = True
+            if logprobs is not None:
+                sampler_logprobs[i, first - 1:stop - 1] = torch.tensor(logprobs[turn][i])  # token j at j - 1
+    return input_ids, attention_mask, action_masks, sampler_logprobs
+
+
 def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, temperature, max_new_tokens,
                  n_turns=2, batch_size=64, first_attempts: list[str] | None = None, sampler=None):
     """Sample k = samples_per_problem episodes for each problem and score every attempt.
     first_attempts (one text per problem) replaces sampling at attempt 1 with that given text, as in
     the paper's MBPP-R (offline repair of recorded wrong attempts, evaluate.py --repair).
-    sampler: the engine.Sampler of `model` that the training loop keeps (it holds a bf16 copy of the
-    policy on a GPU); None makes one for this call (evaluation, baselines: no copy is kept)."""
+    sampler: the support.sampler.Sampler of `model` that the training loop keeps (it holds a bf16 copy
+    of the policy on a GPU); None makes one for this call (evaluation, baselines: no copy is kept)."""
     k, device = samples_per_problem, next(model.parameters()).device
     sampler = sampler or Sampler(model)
     if first_attempts is not None and len(first_attempts) != len(problems):
@@ -81,9 +135,12 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
     max_len = getattr(model.config, "max_position_embeddings", None)
     problems_k = [p for p in problems for _ in range(k)]
 
-    contexts = [chat_prompt_ids(tokenizer, task.first_prompt(p)) for p in problems_k]
-    spans, responses, truncated, sampler_logps = [], [], [], []
+    prompts = [chat_prompt_ids(tokenizer, task.first_prompt(p)) for p in problems_k]  # x1
+    attempts = [[] for _ in prompts]  # the token ids of each episode's attempts so far
+    responses, truncated, sampler_logps = [], [], []
     for turn in range(n_turns):
+        # The conversation so far: x1, or [x1, y1, glue with p, ...] ready for attempt turn + 1.
+        contexts = [episode_row(x, ys, glue, end, next_turn=True)[0] for x, ys in zip(prompts, attempts)]
         longest = max(len(c) for c in contexts) + max_new_tokens
         if max_len is not None and longest > max_len:
             raise UsageError(f"attempt {turn + 1} needs {longest} positions but the model has {max_len}; "
@@ -92,36 +149,22 @@ def run_episodes(model, tokenizer, task, problems, *, samples_per_problem, tempe
             # A given attempt 1: its text's tokens plus the end-of-turn token, as if the model had written
             # them. Everything after it (masks, glue, rewards) treats it like a sampled attempt.
             ys = [tokenizer(y, add_special_tokens=False).input_ids + [end] for y in first_attempts for _ in range(k)]
-            cut = [False] * len(ys)
+            cut_off = [False] * len(ys)
             lps = [[float("nan")] * len(y) for y in ys]  # nobody sampled them: no sampler log-prob
         else:
-            # 1. (and 2.) an attempt: sample y_t given the conversation so far (engine.py).
-            ys, cut, lps = sampler.sample(contexts, max_new_tokens=max_new_tokens, temperature=temperature,
-                                          end_ids=end_ids, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
+            # 1. (and 2.) an attempt: sample y_t given the conversation so far (support/sampler.py).
+            ys, cut_off, lps = sampler.sample(contexts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                              end_ids=end_ids, pad_id=tokenizer.pad_token_id, batch_size=batch_size)
+        for so_far, y in zip(attempts, ys):
+            so_far.append(y)
         sampler_logps.append(lps)
-        spans.append([(len(c), len(c) + len(y)) for c, y in zip(contexts, ys)])
         responses.append([tokenizer.decode(y, skip_special_tokens=True) for y in ys])
-        truncated.append(cut)
-        if turn < n_turns - 1:
-            # The next context is the old one + y_t + glue with p. The glue follows the template's end token,
-            # so an attempt that doesn't end with it gets one the model didn't write (not an action): one cut
-            # off by max_new_tokens, or one that stopped on another stop id (Gemma's <eos>, Qwen's <|endoftext|>).
-            contexts = [c + y + ([end] if y[-1:] != [end] else []) + glue for c, y in zip(contexts, ys)]
-    rows = [c + y for c, y in zip(contexts, ys)]  # the whole conversation, ending with the last attempt
+        truncated.append(cut_off)
 
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    action_masks = torch.zeros((n_turns, len(rows), width), dtype=torch.bool)
-    sampler_logprobs = torch.zeros((len(rows), width - 1))
-    for i, row in enumerate(rows):
-        input_ids[i, :len(row)] = torch.tensor(row)
-        attention_mask[i, :len(row)] = 1
-        for turn in range(n_turns):
-            first, stop = spans[turn][i]
-            action_masks[turn, i, first:stop] = True
-            sampler_logprobs[i, first - 1:stop - 1] = torch.tensor(sampler_logps[turn][i])  # token j at j - 1
-
+    # The whole conversation, ending with the last attempt, and each attempt's span in it.
+    rows, spans = zip(*(episode_row(x, ys, glue, end) for x, ys in zip(prompts, attempts)))
+    input_ids, attention_mask, action_masks, sampler_logprobs = pad_rows(rows, spans, tokenizer.pad_token_id,
+                                                                         n_turns, logprobs=sampler_logps)
     rewards = torch.tensor([task.score(responses[t], problems_k) for t in range(n_turns)], dtype=torch.float)
     return Episodes(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                     action_masks=action_masks.to(device), rewards=rewards.to(device),

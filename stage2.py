@@ -7,7 +7,8 @@ Stage II of SCoRe: reward both attempts, and pay a bonus for real corrections.
 wrong -> right earns a large positive bonus, right -> wrong a large negative one, so copying a
 wrong answer is worth less than fixing it. Credit is per turn (gamma = 0): attempt 1's log-probs are
 weighted by attempt 1's reward, attempt 2's by attempt 2's shaped reward (`shaped_rewards`).
-The REINFORCE update itself is Stage I's (stage1.reinforce_update, Eq. 2).
+The loop is Stage I's (stage1.py); what Stage II changes is step 3 (the rewards), beta1 on both turns,
+where it starts from, and which checkpoint it keeps. The update is reinforce.py's (Eq. 2).
 
 Reads:  {out_dir}/stage1/ (the Stage I checkpoint; its score_config.json names the base model,
         which stays the KL reference pi_ref) and the same training problems
@@ -42,18 +43,22 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from plumbing import (UsageError, all_gather, find_checkpoint, init_distributed, load_training_state,
-                      main_process_first, parse_config, read_run_config, restore_training_state, save_checkpoint,
-                      training_state)
+from model import load_policy_and_reference, use_bf16
+from reinforce import make_optimizer, reinforce_update
 from rollout import run_episodes
-from engine import Sampler
-from model import use_bf16
-from stage1 import check_config, load_policy_and_reference, log_step, make_optimizer, reinforce_update
-from tasks import get_task, load_problems
+from support.checkpoints import (find_checkpoint, load_training_state, read_run_config, restore_training_state,
+                                 save_checkpoint, training_state)
+from support.distributed import all_gather, average_gradients, init_distributed, main_process_first
+from support.sampler import Sampler
+from support.sharding import gathered_weights, shard_model
+from support.settings import TABLE5_SHARED, TrainingConfig, UsageError, check_config, parse_config, presets
+from support.tasks import get_task, load_problems
+from support.training_log import log_step
 
 
 @dataclass
-class Config:
+class Config(TrainingConfig):
+    """Stage II's settings: these, and the ones both stages share (support/settings.py: TrainingConfig)."""
     init: str = ""
     """the starting policy: empty for {out_dir}/stage1 (the base model with --single_turn); 'base': the base model (ablation: without Stage I); or a path"""
     out_dir: str = "out"
@@ -62,58 +67,16 @@ class Config:
     """empty: the task Stage I trained on"""
     train_data: str = ""
     """empty: the training data Stage I used"""
-    steps: int = 200
-    """policy updates"""
-    problems_per_step: int = 16
-    """problems per update (paper batch 512 episodes; one GPU: 16 x k = 64)"""
-    samples_per_problem: int = 4
-    """k, episodes per problem, for the RLOO baseline"""
-    micro_batch: int = 16
-    """episodes per forward/backward, rounded to whole problems"""
-    lr: float | None = None
-    """Adam learning rate; unset: Table 5's for the task (MATH 5e-6, MBPP 1e-5)"""
-    alpha: float = 10.0
+    alpha: float = TABLE5_SHARED["alpha"]
     """alpha, the bonus multiplier on r(y2) - r(y1) (Table 5); 0 is the 'without reward shaping' ablation"""
     single_turn: bool = False
     """the 'single-turn RL' ablation (Table 4): plain RL on attempt 1 only, from the base model; evaluate with two attempts"""
-    beta1: float = 0.01
-    """beta1, the KL coefficient on both attempts (Table 5)"""
-    temperature: float = 1.0
-    """sampling temperature during training (Table 5)"""
-    max_new_tokens: int = 512
-    """per attempt"""
-    baseline: str = "rloo"
-    """rloo or none"""
-    grad_clip: float = 1.0
-    """max gradient norm"""
-    is_clip: float = 2.0
-    """C of the token-level truncated importance weight min(pi / pi_sampler, C) (Yao et al. 2025); 0: off"""
-    gradient_checkpointing: bool = True
-    """recompute activations in backward: less memory, more compute"""
-    bf16: str = "auto"
-    """bf16 autocast for the policy and reference over fp32 weights: auto (GPU; CPU with AMX/AVX512-BF16), true, false"""
-    device: str = "cuda"
-    """cuda, cuda:N or cpu (under torchrun each process takes cuda:LOCAL_RANK)"""
     seed: int = 1
     """seeds problem order and sampling (differs from Stage I's so Stage II sees other batches)"""
-    sample_every: int = 20
-    """write a few decoded episodes to the samples log every this many steps"""
     save_every: int = 50
     """compare the training reward every this many steps; save when it is the best so far"""
-    compile_decode: bool = False
-    """CUDA only, not yet measured: compile the decode step and replay it as a CUDA graph (engine.py)"""
     resume: bool = False
     """continue from {out_dir}/stage2_last: weights, Adam state, RNG states, step, best training reward so far"""
-
-
-PRESETS = {"tiny": dict(out_dir="out/tiny", steps=70, problems_per_step=16, samples_per_problem=4, micro_batch=64,
-                        lr=1e-3, max_new_tokens=4, gradient_checkpointing=False, device="cpu", sample_every=20,
-                        save_every=20),
-           "smol": dict(out_dir="out/smol", steps=200, problems_per_step=32, samples_per_problem=4, micro_batch=128,
-                        lr=1e-5, max_new_tokens=16, gradient_checkpointing=False, sample_every=20, save_every=25),
-           "smol_cpu": dict(out_dir="out/smol_cpu", steps=60, problems_per_step=8, samples_per_problem=4,
-                            micro_batch=32, lr=1e-5, temperature=0.7, max_new_tokens=16, gradient_checkpointing=False,
-                            device="cpu", sample_every=5, save_every=5)}
 
 
 def shaped_rewards(r1, r2, alpha):
@@ -150,12 +113,18 @@ def main(cfg):
         policy_path = find_checkpoint(last, "nothing to resume; run without --resume true first")
         state = load_training_state(policy_path)
         init = read_run_config(policy_path)["init"]
-    tokenizer, policy, reference = load_policy_and_reference(policy_path, base_model, cfg)
+    sharded = cfg.shard and world_size > 1  # FSDP2 (support/sharding.py); one process has nothing to shard
+    tokenizer, policy, reference = load_policy_and_reference(policy_path, base_model, "cpu" if sharded else cfg.device,
+                                                             cfg.gradient_checkpointing)
+    # The sampler decodes from a bf16 copy on a GPU, refreshed each rollout; sharded, from a whole copy.
+    sampler = Sampler(policy, compile=cfg.compile_decode, copy_to=cfg.device if sharded else None)
+    if sharded:  # loaded whole on the CPU; each process keeps its shards on its own device
+        shard_model(policy, cfg.device), shard_model(reference, cfg.device)
     optimizer = make_optimizer(policy, cfg.lr, cfg.device)
-    sampler = Sampler(policy, compile=cfg.compile_decode)  # a bf16 copy on a GPU, refreshed each rollout (engine.py)
+    gradient_sync = None if sharded else average_gradients  # FSDP2 averages a sharded policy's gradients itself
     start, window, best = 0, [], float("-inf")
     if state is not None:
-        start = restore_training_state(state, optimizer, rng, cfg.device, [log_path, samples_path])
+        start = restore_training_state(state, policy, optimizer, rng, cfg.device, [log_path, samples_path])
         best = state["best"]  # the best-checkpoint window restarts at every save: the best score is all it needs
     n_turns = 1 if cfg.single_turn else 2
     kl_coefs = torch.tensor([cfg.beta1] * n_turns, device=cfg.device)  # Eq. 4: beta1 on both turns
@@ -165,10 +134,10 @@ def main(cfg):
 
     for step in tqdm(range(start + 1, cfg.steps + 1), desc="stage 2", disable=None if rank == 0 else True):
         batch = rng.sample(problems, min(cfg.problems_per_step, len(problems)))
-        shard = batch[rank::world_size]  # whole problems per rank (RLOO)
+        my_problems = batch[rank::world_size]  # whole problems per rank (RLOO)
         t0 = time.time()
-        # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py)
-        episodes = run_episodes(policy, tokenizer, task, shard, samples_per_problem=cfg.samples_per_problem,
+        # 1. attempt 1, and 2. attempt 2 after the self-correction instruction (rollout.py), as in Stage I
+        episodes = run_episodes(policy, tokenizer, task, my_problems, samples_per_problem=cfg.samples_per_problem,
                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_turns=n_turns,
                                 sampler=sampler)
         t1 = time.time()
@@ -177,30 +146,32 @@ def main(cfg):
             task_rewards = episodes.rewards
         else:
             task_rewards = torch.stack(shaped_rewards(episodes.rewards[0], episodes.rewards[1], cfg.alpha))
-        # 4.-6. reference log-probs, KL, loss, backward, step (stage1.py)
+        # 4. reference log-probs, 5. KL, 6. loss, backward, step: the same update as Stage I (reinforce.py)
         stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg,
-                                 use_bf16(cfg.device, cfg.bf16))
-        # 7. log (rank 0, for every rank's episodes)
+                                 use_bf16(cfg.device, cfg.bf16), average_gradients=gradient_sync)
+        # 7. log (rank 0, for every rank's episodes; support/training_log.py)
         log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path,
-                 samples_path, cfg.sample_every, shard)
+                 samples_path, cfg.sample_every, my_problems)
         # 8. checkpoint: keep the one with the highest training reward (as the paper does), and the latest to resume
         # from. The reward is the whole batch's r1 + r2 (r1 alone with --single_turn), same on every rank.
         window.append(sum(all_gather(episodes.rewards.sum(0).mean().item())) / world_size)
         if step % cfg.save_every == 0 or step == cfg.steps:
             score, window = sum(window) / len(window), []
+            weights = gathered_weights(policy)  # every rank takes part when the policy is sharded
             if rank == 0 and score > best:
-                save_checkpoint(policy, tokenizer, {**run_config, "step": step, "train_reward": score}, ckpt)
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step, "train_reward": score}, ckpt,
+                                weights=weights)
                 print(f"step {step}: training reward r1 + r2 = {score:.3f}, best so far: saved")
             best = max(best, score)
-            state = training_state(step, optimizer, rng, cfg.device, best=best)  # every rank's RNG states
+            state = training_state(step, policy, optimizer, rng, cfg.device, best=best)  # every rank's RNG states
             if rank == 0:
-                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, last, state)
+                save_checkpoint(policy, tokenizer, {**run_config, "step": step}, last, state, weights)
     if rank == 0:
         print(f"saved {ckpt} (training reward {best:.3f})")
 
 
 if __name__ == "__main__":
     try:
-        main(parse_config(Config, PRESETS))
+        main(parse_config(Config, presets("stage2")))
     except UsageError as e:
         sys.exit(f"error: {e}")

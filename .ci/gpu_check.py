@@ -10,11 +10,11 @@ order; the lines also go to $OUT/gpu_check.txt ($OUT set) or out/gpu_check.txt, 
 to gpu_check.log beside it. The exit status is 1 if any check failed. Each check has a time budget
 (SCALES), and the GPU run stops starting checks at TOTAL_BUDGET_S, so it ends within 8 minutes.
 
- 1. sampler       engine.Sampler decodes with bf16 weights and a bf16 KV cache, and a left-padded row
+ 1. sampler       support.sampler.Sampler decodes with bf16 weights and a bf16 KV cache, and a left-padded row
                   gets what the same prompt gets alone
- 2. update        stage1.reinforce_update: fused Adam, KL exactly 0 at step 0, finite gradients, and
+ 2. update        reinforce.reinforce_update: fused Adam, KL exactly 0 at step 0, finite gradients, and
                   the sampler's copy equal to the stepped policy cast to bf16 at the next rollout
- 3. resume        plumbing's checkpoint restores Adam's state and the CUDA RNG state
+ 3. resume        support/checkpoints.py's checkpoint restores Adam's state and the CUDA RNG state
  4. compile       Sampler(compile=True) against eager: greedy tokens, graphs, recompiles, speed
  5. memory        peak memory of a Qwen2.5-1.5B update at 64 full-length episodes
  6. tiny          stage1/stage2/evaluate --preset tiny on the device, and stage1 under torchrun (NCCL)
@@ -130,7 +130,7 @@ class Run:
 
     def build_model(self, seed=0):
         """A randomly initialised Qwen2 (1.5B's dims on the GPU), float32 master weights as
-        stage1.load_policy_and_reference keeps them."""
+        model.load_policy_and_reference keeps them."""
         from transformers import AutoModelForCausalLM, Qwen2Config
         config = Qwen2Config(**self.scale["model"])
         torch.manual_seed(seed)
@@ -142,20 +142,20 @@ class Run:
         """The training loop's objects as stage1.main makes them: policy, reference (the same weights,
         frozen), Adam, and the sampler. On the CPU the sampler is forced to a bf16 copy, the GPU's path."""
         if self.state is None:
-            import stage1
-            from engine import Sampler
+            from reinforce import make_optimizer
+            from support.sampler import Sampler
             policy = self.build_model()
             getattr(policy, "activation_checkpointing_enable", policy.gradient_checkpointing_enable)()
             policy.train()
             reference = copy.deepcopy(policy).eval().requires_grad_(False)
-            optimizer = stage1.make_optimizer(policy, self.scale["lr"], self.device)
+            optimizer = make_optimizer(policy, self.scale["lr"], self.device)
             sampler = Sampler(policy, dtype=torch.bfloat16 if self.cpu else None)
             self.state = SimpleNamespace(policy=policy, reference=reference, optimizer=optimizer, sampler=sampler)
         return self.state
 
     def autocast(self):
         """The update's numerics: bf16 autocast, as model.autocast gives on a GPU; on the CPU the same
-        autocast by hand (the scripts run plain fp32 there), as tests/test_engine.py does."""
+        autocast by hand (the scripts run plain fp32 there), as tests/test_sampler.py does."""
         from contextlib import nullcontext
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.cpu else nullcontext()
 
@@ -173,20 +173,12 @@ def two_turn_episodes(prompts, y1, glue, y2, logps, k, device):
     action mask per attempt, the sampler's log-probs at position j - 1), from token ids directly:
     the random-weight model has no tokenizer. Rewards are made up: half of every problem's samples
     right, so every problem carries a learning signal."""
-    from rollout import Episodes
-    contexts = [p + y + glue for p, y in zip(prompts, y1)]
+    from rollout import Episodes, pad_rows
+    contexts = [p + y + glue for p, y in zip(prompts, y1)]  # no end token: the random model never ends a turn
     rows = [c + y for c, y in zip(contexts, y2)]
-    n, width = len(rows), max(map(len, rows))
-    ids = torch.zeros(n, width, dtype=torch.long)
-    attn = torch.zeros(n, width, dtype=torch.long)
-    masks = torch.zeros(2, n, width, dtype=torch.bool)
-    sampler_logprobs = torch.zeros(n, width - 1) if logps is not None else None
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], attn[i, :len(row)] = torch.tensor(row), 1
-        for turn, (start, y) in enumerate(((len(prompts[i]), y1[i]), (len(contexts[i]), y2[i]))):
-            masks[turn, i, start:start + len(y)] = True
-            if logps is not None:
-                sampler_logprobs[i, start - 1:start - 1 + len(y)] = torch.tensor(logps[turn][i])
+    spans = [[(len(p), len(p) + len(a)), (len(c), len(c) + len(b))] for p, a, c, b in zip(prompts, y1, contexts, y2)]
+    ids, attn, masks, sampler_logprobs = pad_rows(rows, spans, 0, n_turns=2, logprobs=logps)
+    n = len(rows)
     # half of each problem's k samples right, a different half at each attempt
     reward = torch.tensor([[float((i % k < k // 2) == (turn == 0)) for i in range(n)] for turn in range(2)])
     return Episodes(input_ids=ids.to(device), attention_mask=attn.to(device), action_masks=masks.to(device),
@@ -261,8 +253,8 @@ def check_sampler(run):
 # ----------------------------------------------------------------------------- 2. update
 
 def check_update(run):
-    """One stage1.reinforce_update on episodes the sampler drew, as stage1.main runs it."""
-    import stage1
+    """One reinforce.reinforce_update on episodes the sampler drew, as stage1.main runs it."""
+    from reinforce import reinforce_update
     s, st = run.scale, run.policy_state()
     policy, sampler, optimizer = st.policy, st.sampler, st.optimizer
     fused = optimizer.defaults.get("fused")
@@ -281,7 +273,7 @@ def check_update(run):
     task_rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])  # Stage I's
     kl_coefs = torch.tensor([0.1, 0.01], device=run.device)
     with run.autocast():
-        stats = stage1.reinforce_update(policy, st.reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
+        stats = reinforce_update(policy, st.reference, optimizer, episodes, task_rewards, kl_coefs, cfg)
     check(stats["kl"] == [0.0, 0.0], f"KL at step 0 is {stats['kl']}, not exactly 0: the reference's numerics differ")
     check(math.isfinite(stats["grad_norm"]) and stats["grad_norm"] > 0, f"gradient norm {stats['grad_norm']}")
     check(all(torch.isfinite(p).all() for p in policy.parameters()), "non-finite weights after the step")
@@ -305,13 +297,13 @@ def check_update(run):
 
 def check_resume(run):
     """A tiny model, two real updates so Adam has state, a checkpoint written and read back with
-    plumbing's helpers, restored into a fresh optimizer: Adam's tensors and the RNG streams match."""
-    import stage1
-    from model import build_tiny_model
-    from plumbing import load_training_state, restore_training_state, save_checkpoint, training_state
+    support/checkpoints.py's helpers, restored into a fresh optimizer: Adam's tensors and the RNG streams match."""
+    from reinforce import make_optimizer
+    from support.checkpoints import load_training_state, restore_training_state, save_checkpoint, training_state
+    from support.tiny import build_tiny_model
     model, tokenizer = build_tiny_model(seed=0, hidden_size=32)
     model.to(run.device)
-    optimizer = stage1.make_optimizer(model, 1e-3, run.device)
+    optimizer = make_optimizer(model, 1e-3, run.device)
     for _ in range(2):
         ids = torch.randint(4, 90, (4, 10), device=run.device)
         model(input_ids=ids, labels=ids).loss.backward()
@@ -323,14 +315,15 @@ def check_resume(run):
     if not run.cpu:
         torch.cuda.manual_seed(456)
     path = os.path.join(run.work, "resume_ckpt")
-    save_checkpoint(model, tokenizer, {"stage": "gpu_check"}, path, training_state(7, optimizer, rng, run.device))
+    state = training_state(7, model, optimizer, rng, run.device)
+    save_checkpoint(model, tokenizer, {"stage": "gpu_check"}, path, state)
     expected = (rng.random(), torch.rand(3).tolist(), None if run.cpu else torch.rand(3, device=run.device).tolist())
-    fresh = stage1.make_optimizer(model, 1e-3, run.device)
+    fresh = make_optimizer(model, 1e-3, run.device)
     rng2 = random.Random(99)
     torch.manual_seed(0)
     if not run.cpu:
         torch.rand(5, device=run.device)  # move the CUDA stream away from the saved state
-    step = restore_training_state(load_training_state(path), fresh, rng2, run.device, [])
+    step = restore_training_state(load_training_state(path), model, fresh, rng2, run.device, [])
     got = (rng2.random(), torch.rand(3).tolist(), None if run.cpu else torch.rand(3, device=run.device).tolist())
     check(step == 7, f"restored step {step}, saved 7")
     saved, restored = optimizer.state_dict()["state"], fresh.state_dict()["state"]
@@ -364,9 +357,9 @@ def compile_counters():
 def check_compile(run):
     """Sampler(compile=True) and the eager sampler, greedy, on the same prompts: first compiled call
     (compile + capture), then two timed calls, the second with other prompt lengths that fall in the
-    same cache-length bucket (engine.Sampler.new_cache rounds to 256), so it should reuse the graph."""
+    same cache-length bucket (support.sampler.Sampler.new_cache rounds to 256), so it should reuse the graph."""
     import torch._dynamo
-    from engine import Sampler
+    from support.sampler import Sampler
     s, st = run.scale, run.policy_state()
     torch._dynamo.reset()
     from torch._dynamo.utils import counters
@@ -394,7 +387,7 @@ def check_compile(run):
     if run.cpu:
         # Inductor's C++ code generation takes ~2 minutes on 2 cores; dynamo's tracing, guards, graphs and
         # recompiles (what this check counts) are the same with its eager backend. Inductor itself runs on
-        # the CPU in tests/test_engine.py's slow tier.
+        # the CPU in tests/test_sampler.py's slow tier.
         torch.compile = lambda fn, mode=None, **kwargs: real_compile(fn, backend="eager", **kwargs)
     try:
         compiled = Sampler(st.policy, dtype=None, compile=True)
@@ -436,7 +429,7 @@ def check_memory(run):
     Stage I step keeps alive (fp32 policy, Adam's two moments, fp32 reference, bf16 sampler copy),
     after a first update created Adam's state. GPU: torch.cuda.max_memory_allocated; CPU: the process's
     peak resident memory, the nearest equivalent (it includes Python and libraries)."""
-    import stage1
+    from reinforce import reinforce_update
     s, st = run.scale, run.policy_state()
     n, k = s["memory_episodes"], s["k"]
     x1, y, glue_len, y2 = s["memory_lengths"]
@@ -454,19 +447,19 @@ def check_memory(run):
     if run.cpu:
         with run.autocast():
             t = time.perf_counter()
-            stage1.reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
+            reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
             seconds = time.perf_counter() - t
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
         return (f"{n} episodes x {episodes.input_ids.shape[1]} tokens: update {seconds:.2f} s; process peak RSS "
                 f"{peak_rss:.2f} GB (max_memory_allocated is CUDA-only: SKIP on the CPU)")
     if not st.optimizer.state:  # Adam's moments exist after a first step (check 2's, or this warm-up)
-        stage1.reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
+        reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     at_rest = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    stage1.reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
+    reinforce_update(st.policy, st.reference, st.optimizer, episodes, task_rewards, kl_coefs, cfg)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - t
     peak = torch.cuda.max_memory_allocated()
@@ -527,7 +520,7 @@ def read_log(path):
 
 def check_tiny(run):
     """The tutorial pipeline on the device with few steps, then Stage I under torchrun with one
-    process: NCCL on a GPU, gloo on the CPU (plumbing.init_distributed chooses). On the CPU, Stage I
+    process: NCCL on a GPU, gloo on the CPU (support.distributed.init_distributed chooses). On the CPU, Stage I
     starts from a tiny base saved here without the preset's 200-step supervised warm-up (minutes on a
     busy 2-core CPU; tests/test_learning.py runs it); on the GPU it is `--preset tiny` as the README
     has it. Under torchrun Stage I starts from the pipeline's saved base, the same code minus the warm-up."""
@@ -538,8 +531,8 @@ def check_tiny(run):
     few = ["--device", dev, "--out_dir", out, "--steps", "2", "--save_every", "2"]
     t = time.perf_counter()
     if run.cpu:
-        from model import build_tiny_model
-        from plumbing import save_checkpoint
+        from support.checkpoints import save_checkpoint
+        from support.tiny import build_tiny_model
         model, tokenizer = build_tiny_model(seed=0)
         save_checkpoint(model, tokenizer, {"stage": "base", "base_model": "tiny"}, base)
         cli_ok(run, ["stage1.py", "--preset", "tiny", "--model", base, *few])
@@ -556,8 +549,8 @@ def check_tiny(run):
     cli_ok(run, torchrun)
     config = json.load(open(os.path.join(ddp, "stage1", "score_config.json")))
     check(config.get("world_size") == 1, f"torchrun's checkpoint says world_size {config.get('world_size')}")
-    # One process makes no collective call in the stages (plumbing skips them at world size 1), so
-    # the process group's backend is checked by a probe: plumbing.init_distributed, then an all-reduce.
+    # One process makes no collective call in the stages (support/distributed.py skips them at world size 1), so
+    # the process group's backend is checked by a probe: init_distributed, then an all-reduce.
     probed = cli_ok(run, ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", ".ci/gpu_check.py",
                           "--probe", dev])
     found = re.search(r"probe: backend (\w+), all_reduce (\w+)", probed)
@@ -567,7 +560,7 @@ def check_tiny(run):
     warm = "from a saved tiny base, no warm-up" if run.cpu else "with the preset's warm-up"
     return (f"stage1 ({warm}), stage2 (2 steps each) and evaluate (16 problems) on {dev} in {t_pipeline:.0f} s; "
             f"torchrun --nproc_per_node 1: stage1 wrote its checkpoint (world_size 1), an all-reduce over {backend} "
-            f"through plumbing.init_distributed")
+            f"through support.distributed.init_distributed")
 
 
 def check_bench(run):
@@ -652,7 +645,7 @@ CHECKS = [("sampler", check_sampler), ("update", check_update), ("resume", check
 def probe(device):
     """Run under torchrun by check_tiny: join the process group as the stages do, all-reduce a tensor."""
     import torch.distributed as dist
-    from plumbing import init_distributed
+    from support.distributed import init_distributed
     rank, size, device = init_distributed(device)
     x = torch.full((4,), float(rank + 1), device=device)
     dist.all_reduce(x)

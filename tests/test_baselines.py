@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import torch
 
-from baselines import pad_examples, pair_sft_examples, star_examples
+from baselines import pair_sft_examples, sft_batch, star_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,8 +34,8 @@ def test_pair_sft_pairs_wrong_with_right_of_the_same_problem():
     assert pair_sft_examples([["a", "b"]], [[True, True]]) == []
 
 
-def test_pad_examples_shifts_the_loss_mask():
-    ids, attn, mask = pad_examples([([5, 6, 7], [0, 1, 1]), ([5, 6], [0, 1])], pad_id=0)
+def test_sft_batch_shifts_the_loss_mask():
+    ids, attn, mask = sft_batch([([5, 6, 7], [(1, 3)]), ([5, 6], [(1, 2)])], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [5, 6, 0]] and attn.tolist() == [[1, 1, 1], [1, 1, 0]]
     assert mask.tolist() == [[1, 1], [1, 0]]  # position j predicts token j+1; padding never counts
 

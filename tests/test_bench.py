@@ -12,13 +12,14 @@ import torch
 
 import bench
 from model import token_logprobs
+from support.measure import PeakMemory, build_config, build_models, logprob_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_peak_memory_counts_live_tensors_and_ignores_older_ones():
     weight = torch.ones(1000, 1000)  # made before tracking: its views must not count
-    with bench.PeakMemory() as memory:
+    with PeakMemory() as memory:
         weight.t().contiguous()  # 4 MB, freed at once
         a = torch.empty(1000, 1000)  # 4 MB
         b = a + 1  # 4 MB more: 8 MB alive
@@ -34,7 +35,7 @@ def test_peak_memory_counts_live_tensors_and_ignores_older_ones():
 def qwen_vocab_tiny():
     """Qwen's 151,936-token vocabulary on a 2-layer, 64-wide body: the lm head is nearly everything."""
     torch.manual_seed(0)
-    return bench.build_models(bench.build_config("tiny"), torch.device("cpu"), gradient_checkpointing=False)
+    return build_models(build_config("tiny"), torch.device("cpu"), gradient_checkpointing=False)
 
 
 def logprob_peaks(logprobs, policy, reference, rows, T=64):
@@ -43,7 +44,7 @@ def logprob_peaks(logprobs, policy, reference, rows, T=64):
     out = []
     for n in rows:
         ids = torch.randint(0, policy.config.vocab_size, (n, T), generator=g)
-        out.append((n * (T - 1), bench.logprob_memory(logprobs, policy, reference, ids, torch.ones_like(ids))))
+        out.append((n * (T - 1), logprob_memory(logprobs, policy, reference, ids, torch.ones_like(ids))))
     return out
 
 
@@ -71,7 +72,7 @@ def test_cpu_preset_runs_and_prints_its_tables():
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for expected in ("Stage I step on the CPU", "rollout", "reference", "update", "step split",
-                     "% of bandwidth roofline", "% MFU", "growth per extra token", "engine.Sampler, not generate",
+                     "% of bandwidth roofline", "% MFU", "growth per extra token", "Sampler, not generate",
                      "chunked log-probs", "gradient checkpointing", "SDPA attention", "truncated IS weights",
                      "sampler in torch.bfloat16", "before correction"):
         assert expected in text, f"{expected!r} missing from:\n{text}"

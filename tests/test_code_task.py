@@ -10,7 +10,7 @@ import pytest
 
 from reward import code_reward, code_rewards
 from rollout import CODE_SELF_CORRECTION_INSTRUCTION
-from tasks import get_task, load_problems
+from support.tasks import get_task, load_problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +76,7 @@ def test_mbpp_prompt_is_three_shot_with_the_tasks_tests(tmp_path):
 
 
 def test_malformed_code_rows_are_named(tmp_path):
-    from plumbing import UsageError
+    from support.settings import UsageError
     with pytest.raises(UsageError, match="an MBPP row needs"):
         load_problems("code", "train", write_jsonl(tmp_path / "bad.jsonl", [{"task_id": 1}]))
 

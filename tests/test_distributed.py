@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from model import build_tiny_model
+from reinforce import reinforce_update
 from rollout import run_episodes
-from stage1 import reinforce_update
-from tasks import get_task, load_problems
+from support.distributed import average_gradients
+from support.tasks import get_task, load_problems
+from support.tiny import build_tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K, PROBLEMS = 2, 8
@@ -52,7 +53,8 @@ def one_update(policy, episodes):
     # (Adam would blow float-rounding differences of near-zero gradients up to full steps).
     optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
     rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
-    reinforce_update(policy, reference, optimizer, episodes, rewards, torch.tensor([0.5, 0.01]), Settings())
+    reinforce_update(policy, reference, optimizer, episodes, rewards, torch.tensor([0.5, 0.01]), Settings(),
+                     average_gradients=average_gradients)
     return torch.cat([p.detach().flatten() for p in policy.parameters()])
 
 
@@ -94,7 +96,7 @@ def test_init_distributed_leaves_the_process_group_at_exit(tmp_path):
         port = s.getsockname()[1]
     code = ("import atexit, torch.distributed as dist\n"
             "atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))\n"
-            "from plumbing import init_distributed\n"
+            "from support.distributed import init_distributed\n"
             "print(init_distributed('cpu'))\n")
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(port), "PYTHONPATH": ROOT}

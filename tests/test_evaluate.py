@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from analysis import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
+from support.analysis import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
                       results_table)
 from evaluate import read_run, self_correction_metrics, turn_flows
-from plumbing import UsageError
 from reward import is_equiv
+from support.settings import UsageError
 
 
 def test_table2_metrics_and_identity():
@@ -115,9 +115,9 @@ def test_results_table_in_the_papers_format(tmp_path):
 
 
 def test_given_first_attempts_replace_sampling():
-    from model import build_tiny_model
     from rollout import run_episodes
-    from tasks import get_task, load_problems
+    from support.tasks import get_task, load_problems
+    from support.tiny import build_tiny_model
     model, tokenizer = build_tiny_model(seed=0)
     problems = load_problems("arithmetic", "test", limit=3, max_operand=4)
     given = ["17", "I think 3", "0"]
@@ -194,15 +194,15 @@ def test_evaluation_loads_and_decodes_the_float32_weights(tmp_path, monkeypatch)
     base model. On a GPU evaluate.py loaded checkpoints as bf16, and the sampler's default there decodes a
     bf16 copy; emulated here on the CPU (the sampler's default made bf16): evaluation must still load the
     checkpoint in float32 and decode with those weights."""
-    import engine
+    import support.sampler
     import evaluate
-    from model import build_tiny_model
-    from plumbing import save_checkpoint
+    from support.checkpoints import save_checkpoint
+    from support.tiny import build_tiny_model
     model, tokenizer = build_tiny_model(seed=0)
     path = str(tmp_path / "ckpt")
     save_checkpoint(model, tokenizer, {"stage": "base"}, path)
     loaded, decoded = [], []
-    real_init, real_load = engine.Sampler.__init__, evaluate.load_model
+    real_init, real_load = support.sampler.Sampler.__init__, evaluate.load_model
 
     def gpu_default_init(self, model, *, dtype=None, **kwargs):  # a GPU's default: decode a bf16 copy
         real_init(self, model, dtype=torch.bfloat16 if dtype is None else dtype, **kwargs)
@@ -212,7 +212,7 @@ def test_evaluation_loads_and_decodes_the_float32_weights(tmp_path, monkeypatch)
         loaded.append((torch.device(device).type, dtype))
         return real_load(name, "cpu", dtype, trainable)
 
-    monkeypatch.setattr(engine.Sampler, "__init__", gpu_default_init)
+    monkeypatch.setattr(support.sampler.Sampler, "__init__", gpu_default_init)
     monkeypatch.setattr(evaluate, "load_model", load_on_cpu)
     cfg = evaluate.Config(model=path, task="arithmetic", max_operand=4, limit=2, max_new_tokens=2, device="cuda",
                           out_dir=str(tmp_path))

@@ -28,8 +28,9 @@ def gguf_path(tmp_path_factory):
 
 
 def test_gguf_logprobs_glue_and_sampling(gguf_path):
-    from engine import Sampler
-    from model import chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs, turn_glue_ids
+    from model import load_model, load_tokenizer, token_logprobs
+    from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_glue_ids
+    from support.sampler import Sampler
     tokenizer, model = load_tokenizer(gguf_path), load_model(gguf_path, "cpu", trainable=False)
     end_ids = end_of_turn_ids(model, tokenizer)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in end_ids

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from engine import Sampler
-from model import (build_tiny_model, chat_prompt_ids, end_of_turn_ids, load_model, load_tokenizer, token_logprobs,
-                   turn_glue_ids)
-from plumbing import UsageError, save_checkpoint, find_checkpoint
+from model import load_model, load_tokenizer, token_logprobs
+from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_glue_ids
+from support.checkpoints import find_checkpoint, save_checkpoint
+from support.sampler import Sampler
+from support.settings import UsageError
+from support.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from reward import code_rewards, extract_answer, math_reward
-from tasks import load_problems
+from support.tasks import load_problems
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.isdir(DATA), reason="no ../shared/data")]

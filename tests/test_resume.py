@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import plumbing
 import stage1
 import stage2
-from model import build_tiny_model
-from plumbing import save_checkpoint
+from support.checkpoints import read_run_config, save_checkpoint
+from support.settings import UsageError
+from support.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_a_crash_during_a_save_leaves_a_resumable_checkpoint(base, tmp_path, mon
     assert os.path.isdir(os.path.join(out, "stage1.tmp"))
     assert all(torch.equal(before[k], v) for k, v in weights(os.path.join(out, "stage1")).items())
     stage1.main(stage1_config(base, out, steps=4, resume=True))
-    assert plumbing.read_run_config(os.path.join(out, "stage1"))["step"] == 4
+    assert read_run_config(os.path.join(out, "stage1"))["step"] == 4
     assert logged_steps(os.path.join(out, "logs", "stage1.jsonl")) == [1, 2, 3, 4]
 
 
@@ -112,11 +112,11 @@ def test_stage2_resume_restores_weights_and_the_best_checkpoint_window(base, tmp
     for folder in ("stage2_last", "stage2"):
         a, b = weights(os.path.join(runs["whole"], folder)), weights(os.path.join(runs["broken"], folder))
         assert all(torch.equal(a[k], b[k]) for k in a), folder
-    best = [plumbing.read_run_config(os.path.join(runs[n], "stage2"))["train_reward"] for n in runs]
+    best = [read_run_config(os.path.join(runs[n], "stage2"))["train_reward"] for n in runs]
     assert best[0] == best[1]
     assert logged_steps(os.path.join(runs["broken"], "logs", "stage2.jsonl")) == [1, 2, 3, 4, 5]
 
 
 def test_resume_without_a_checkpoint_is_a_one_line_error(base, tmp_path):
-    with pytest.raises(plumbing.UsageError, match="nothing to resume"):
+    with pytest.raises(UsageError, match="nothing to resume"):
         stage1.main(stage1_config(base, str(tmp_path / "empty"), resume=True))

@@ -1,6 +1,6 @@
-"""The answer forms that issues 10 and 18 found the checker missing, each next to near misses that must
-still score 0 (a wrong sign, an open instead of a closed end, a missing element). Every new
-equivalence rule in reward.py has its positive cases here and the negatives that bound it."""
+"""Answer forms the checker once missed, each next to near misses that must still score 0 (a wrong
+sign, an open instead of a closed end, a missing element). Every equivalence rule of reward.is_equiv
+(support/math_answers.py) has its positive cases here and the negatives that bound it."""
 
 import pytest
 

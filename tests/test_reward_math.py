@@ -1,4 +1,4 @@
-"""Tests of the MATH answer checker in reward.py.
+"""Tests of the MATH answer checker: reward.py (math_reward, is_equiv) and support/math_answers.py.
 
 1. extraction: the Minerva phrase, boxes, and responses with no answer;
 2. the labelled benchmark tests/math_equiv_cases.jsonl: (gold, pred, label, kind) pairs written by
@@ -189,14 +189,14 @@ def test_from_a_thread_pool():
 def test_starting_a_worker_does_not_use_up_the_deadline():
     """A worker takes seconds to start on a busy machine (a fresh process imports sympy). That is
     the checker's cost, not the answer's: a new worker still gets the whole deadline to answer."""
-    import sympy_check
-    with sympy_check._IDLE_WORKERS_LOCK:
-        idle, sympy_check._IDLE_WORKERS[:] = list(sympy_check._IDLE_WORKERS), []  # force a new worker
+    from support import sympy_worker
+    with sympy_worker._IDLE_WORKERS_LOCK:
+        idle, sympy_worker._IDLE_WORKERS[:] = list(sympy_worker._IDLE_WORKERS), []  # force a new worker
     try:
-        assert sympy_check.sympy_says_equal("x^2+6x+9", "(x+3)^2", "value", time.monotonic() + 0.3)
+        assert sympy_worker.sympy_says_equal("x^2+6x+9", "(x+3)^2", "value", time.monotonic() + 0.3)
     finally:
-        with sympy_check._IDLE_WORKERS_LOCK:
-            sympy_check._IDLE_WORKERS.extend(idle)
+        with sympy_worker._IDLE_WORKERS_LOCK:
+            sympy_worker._IDLE_WORKERS.extend(idle)
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])

@@ -6,10 +6,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model import build_tiny_model, token_logprobs
+from model import token_logprobs
+from reinforce import policy_gradient_loss, reinforce_update, rloo_advantages
 from rollout import Episodes
-from stage1 import policy_gradient_loss, reinforce_update, rloo_advantages
 from stage2 import shaped_rewards
+from support.tiny import build_tiny_model
 
 
 def test_rloo_subtracts_the_mean_of_the_other_samples():

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from model import build_tiny_model
 from rollout import MATH_PROMPT, SELF_CORRECTION_INSTRUCTION, run_episodes
-from tasks import get_task, load_problems
+from support.tasks import get_task, load_problems
+from support.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_attempts_follow_each_other_in_order(episodes):
 
 
 def test_prompt_longer_than_context_is_a_clear_error():
-    from plumbing import UsageError
+    from support.settings import UsageError
     model, tokenizer = build_tiny_model(seed=0)
     problems = load_problems("arithmetic", "train", limit=1)
     with pytest.raises(UsageError, match="positions but the model has"):

@@ -1,4 +1,4 @@
-"""Tests for sandbox.py: code extraction, honest pass/fail on small HumanEval- and MBPP-style
+"""Tests for support/sandbox.py: code extraction, honest pass/fail on small HumanEval- and MBPP-style
 problems, hostile programs, attempts to fake success (exit codes, patched asserts, objects that
 equal everything), programs that look for their tests (frames, gc, /proc) to copy the answer, what
 crosses between the tests' process and the program's, and processes that try to outlive their
@@ -7,7 +7,7 @@ check. CPU only, a few minutes on 2 busy cores.
 Every hostile test is bounded (short timeouts, a limited number of forks) and only ever targets
 files and processes the test itself created, so a broken sandbox fails the test, not the machine.
 Some guarantees exist only when we run as root (the child then drops to `nobody`); those tests are
-skipped otherwise, as the module docstring of sandbox.py explains.
+skipped otherwise, as the module docstring of support/sandbox.py explains.
 """
 
 import os
@@ -24,8 +24,8 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-import sandbox  # noqa: E402
-from sandbox import check_program, extract_code, run_tests, run_tests_batch  # noqa: E402
+from support import sandbox  # noqa: E402
+from support.sandbox import check_program, extract_code, run_tests, run_tests_batch  # noqa: E402
 
 ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0, reason="without root there is no drop to `nobody`: a documented residual risk"
@@ -300,7 +300,7 @@ def test_environment_is_minimal_and_the_parents_secrets_do_not_leak():
     helper = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(PROJECT_ROOT)!r})
-        import sandbox
+        from support import sandbox
         program = {program!r}
         print(open("/proc/self/environ").read().count("hunter2-secret"),  # control: it is there
               sandbox.run_tests(program, "assert 'hunter2-secret' in leaked_env"),
@@ -491,7 +491,7 @@ def test_plain_results_keep_working():
 # Each program below looks for the number the tests compare with, where the tests used to be
 # reachable (the program and the tests shared a process) or might be (argv, the environment, open
 # files, /proc of its ancestors), and returns it. The first five scored 1.0 before the tests got a
-# process of their own; the others guard against a leak through the new plumbing. The number is
+# process of their own; the others guard against a leak through the new pipes and processes. The number is
 # one nobody computes by accident: 3 * 1047197551.
 
 SECRET_TESTS = {

@@ -11,19 +11,19 @@ import torch
 import evaluate
 import stage1
 import stage2
-import tasks
-from plumbing import UsageError, parse_config
+from support import tasks
+from support.settings import UsageError, check_config, parse_config, presets
 
 
 def test_zero_is_a_setting_and_unset_is_table5():
-    cfg = parse_config(stage1.Config, stage1.PRESETS, ["--beta2", "0", "--lr", "0", "--device", "cpu"])
-    stage1.check_config(cfg)
+    cfg = parse_config(stage1.Config, presets("stage1"), ["--beta2", "0", "--lr", "0", "--device", "cpu"])
+    check_config(cfg)
     assert cfg.beta2 == 0.0 and cfg.lr == 0.0  # a Stage I without KL on attempt 1 can be run
-    cfg = parse_config(stage1.Config, stage1.PRESETS, ["--device", "cpu", "--task", "code"])
-    stage1.check_config(cfg)
+    cfg = parse_config(stage1.Config, presets("stage1"), ["--device", "cpu", "--task", "code"])
+    check_config(cfg)
     assert (cfg.lr, cfg.beta2) == (1e-5, 0.25)  # Table 5's MBPP column
-    cfg = parse_config(stage2.Config, stage2.PRESETS, ["--lr", "0", "--device", "cpu", "--task", "math"])
-    stage1.check_config(cfg)
+    cfg = parse_config(stage2.Config, presets("stage2"), ["--lr", "0", "--device", "cpu", "--task", "math"])
+    check_config(cfg)
     assert cfg.lr == 0.0
 
 
@@ -54,8 +54,8 @@ def test_a_wrong_model_fails_before_the_data_is_fetched(monkeypatch, tmp_path):
 
 
 def test_single_turn_ablation_starts_from_the_base_model(tmp_path):
-    from model import build_tiny_model
-    from plumbing import save_checkpoint
+    from support.checkpoints import save_checkpoint
+    from support.tiny import build_tiny_model
     base = str(tmp_path / "base")
     net, tokenizer = build_tiny_model(seed=0, hidden_size=32)
     save_checkpoint(net, tokenizer, {"stage": "base"}, base)

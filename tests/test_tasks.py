@@ -1,4 +1,4 @@
-"""tasks.py: downloads (mocked: no network in tests), caching, and the data formats."""
+"""support/tasks.py: downloads (mocked: no network in tests), caching, and the data formats."""
 
 import gzip
 import io
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import tasks
-from plumbing import UsageError
+from support import tasks
+from support.settings import UsageError
 
 
 class FakeResponse(io.BytesIO):

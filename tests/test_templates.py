@@ -13,9 +13,10 @@ import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from model import (CHAT_DATE, build_tiny_model, chat_prompt_ids, check_chat_template, end_of_turn_ids, render_chat,
-                   turn_end_id, turn_glue_ids)
-from plumbing import UsageError
+from support.chat_template import (CHAT_DATE, chat_prompt_ids, check_chat_template, end_of_turn_ids, render_chat,
+                                   turn_end_id, turn_glue_ids)
+from support.settings import UsageError
+from support.tiny import build_tiny_model
 
 CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 LLAMA3 = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
@@ -200,7 +201,7 @@ def test_rollout_closes_given_and_cut_off_attempts_with_the_templates_end_token(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from rollout import run_episodes
-    from tasks import get_task, load_problems
+    from support.tasks import get_task, load_problems
     tokenizer, _ = family("gemma2")
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,

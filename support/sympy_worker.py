@@ -1,11 +1,12 @@
-"""sympy for the MATH checker (reward.py): LaTeX to sympy syntax, and a child process that runs it.
+"""sympy for the MATH checker (reward.is_equiv, support/math_answers.py): LaTeX to sympy syntax, and a
+child process that runs it.
 
-reward.py decides almost every pair with strings and exact fractions; what is left (identities such
+The checker decides almost every pair with strings and exact fractions; what is left (identities such
 as sec^2 y = tan^2 y + 1, factors in another order, equations up to a factor) comes here. This is its
 own file because it is its own world: sympy is imported only in a child process
-(`python sympy_check.py --sympy-worker`), which a deadline can kill. A thread cannot be killed and
-signal.alarm works only on the main thread, so a hostile answer like 10^{10^{10}} costs the caller
-its timeout and a worker restart, never a hang. The LaTeX is translated in the caller, so what is
+(`python support/sympy_worker.py --sympy-worker`), which a deadline can kill. A thread cannot be
+killed and signal.alarm works only on the main thread, so a hostile answer like 10^{10^{10}} costs
+the caller its timeout and a worker restart, never a hang. The LaTeX is translated in the caller, so what is
 not arithmetic fails without a worker: no builtins, quotes or attribute access ever reach the parser.
 
     sympy_says_equal(pred, gold, mode, deadline)   mode "value" or "equation"; False on timeout
@@ -125,7 +126,7 @@ def _serve_sympy_requests() -> None:
 
 
 class _SympyWorker:
-    """One `python sympy_check.py --sympy-worker` child, and a thread that queues its replies."""
+    """One `python support/sympy_worker.py --sympy-worker` child, and a thread that queues its replies."""
 
     def __init__(self) -> None:
         command = [sys.executable, os.path.abspath(__file__), "--sympy-worker"]

@@ -9,7 +9,8 @@ reads, which self-correction instruction p follows attempt 1, and which verifier
 
 Data is downloaded once from its public home and cached under ~/.cache/score (or $SCORE_CACHE), or
 read from a local JSONL file (--train_data / --test_data). stage1.py, stage2.py, evaluate.py and
-bench.py all get their problems here, which is why this is a file of its own.
+baselines.py all get their problems here, which is why this is a file of its own. The prompts and the
+instructions p are the paper's (rollout.py); the verifiers are reward.py's.
 """
 
 import json
@@ -20,9 +21,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-from plumbing import UsageError
 from reward import arithmetic_reward, math_reward
 from rollout import CODE_SELF_CORRECTION_INSTRUCTION, MATH_PROMPT, SELF_CORRECTION_INSTRUCTION
+from support.settings import UsageError
 
 DOWNLOADS = {  # (task, split) -> public home of the data
     # prm800k keeps its splits in Git LFS: raw.githubusercontent.com would serve a pointer file.
@@ -81,11 +82,6 @@ def load_problems(task, split, path="", limit=0, seed=0, max_operand=9, mix=""):
             problems = [p for p in problems if not (p.id.isdigit() and int(p.id) <= 10)]
     return problems[:limit] if limit else problems
 
-
-# --preset smol's problems: two-digit addition and one-digit multiplication, half and half.
-# SmolLM2-135M-Instruct (GGUF, greedy) is right on 45.2 % of 500 test problems at attempt 1 and 42.4 %
-# at attempt 2, fixing none and breaking 2.8 % (README, "A real model in minutes").
-SMOL_MIX = "+:99:99,*:9:9"
 
 ARITHMETIC_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 

@@ -10,12 +10,11 @@ on lists of answers and metrics files, tested on known strings and numbers (test
 """
 
 import glob
-import json
 import os
 import re
 
-from plumbing import UsageError
-from tasks import read_jsonl
+from support.settings import UsageError
+from support.tasks import read_jsonl
 
 
 # ----------------------------------------------------------------------------- the paper's table

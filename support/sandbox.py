@@ -5,9 +5,9 @@ asserts for training, HumanEval's `check(candidate)` for evaluation). This is th
 project that executes untrusted, model-written code, so it lives alone and imports only the
 standard library: you can audit it without reading anything else.
 
-    from sandbox import extract_code, run_tests, run_tests_batch
+    from support.sandbox import extract_code, run_tests, run_tests_batch
     run_tests(extract_code(response), "assert add(1, 2) == 3")          # -> True / False
-    python sandbox.py --bench 256                                      # throughput on this machine
+    python support/sandbox.py --bench 256                              # throughput on this machine
 
 How one check works (`check_program`):
   1. A fresh temporary directory becomes the child's cwd, HOME and TMPDIR; it is deleted afterwards.

@@ -1,4 +1,4 @@
-"""engine.py and the numerics around it: the sampler gives the plain path's greedy tokens and records
+"""support/sampler.py and the numerics around it: the sampler gives the plain path's greedy tokens and records
 the model's own log-probs; its copy follows the policy after an optimizer step; the reference's KL is
 exactly 0 at step 0; the truncated importance weights; no field of a model's generation_config reaches
 sampling or evaluation; the grouped-query decode attention equals the stock one."""
@@ -9,12 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from engine import Sampler, decode_attention
-from model import UsageError, build_tiny_model, cpu_has_native_bf16, token_logprobs, use_bf16
-from plumbing import save_checkpoint
+from model import UsageError, cpu_has_native_bf16, load_policy_and_reference, token_logprobs, use_bf16
+from reinforce import reinforce_update, truncated_importance_weights
 from rollout import run_episodes
-from stage1 import load_policy_and_reference, reinforce_update, truncated_importance_weights
-from tasks import get_task, load_problems
+from support.checkpoints import save_checkpoint
+from support.sampler import Sampler, decode_attention
+from support.tasks import get_task, load_problems
+from support.tiny import build_tiny_model
 
 
 def gqa_model(seed=0, vocab=300, init=0.2):
@@ -155,7 +156,7 @@ def test_kl_at_step_zero_is_exactly_zero_under_bf16_autocast(tiny_checkpoint):
     path, _ = tiny_checkpoint
     cfg = SimpleNamespace(device="cpu", gradient_checkpointing=False, micro_batch=4, baseline="rloo",
                           grad_clip=1.0, is_clip=2.0)
-    tokenizer, policy, reference = load_policy_and_reference(path, path, cfg)
+    tokenizer, policy, reference = load_policy_and_reference(path, path, cfg.device, cfg.gradient_checkpointing)
     episodes = tiny_episodes(policy, tokenizer)
     rewards, kl_coefs = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]]), torch.tensor([0.1, 0.01])
     bf16_reference = copy.deepcopy(reference).to(torch.bfloat16)
@@ -203,7 +204,7 @@ def test_update_with_identical_numerics_equals_the_uncorrected_update(tiny_check
     path, _ = tiny_checkpoint
     cfg = SimpleNamespace(device="cpu", gradient_checkpointing=False, micro_batch=2, baseline="rloo",
                           grad_clip=1e9, is_clip=2.0)
-    tokenizer, base, reference = load_policy_and_reference(path, path, cfg)
+    tokenizer, base, reference = load_policy_and_reference(path, path, cfg.device, cfg.gradient_checkpointing)
     episodes = tiny_episodes(base, tokenizer)
     with torch.no_grad():
         trainer = token_logprobs(base, episodes.input_ids, episodes.attention_mask)
@@ -226,7 +227,7 @@ def test_update_with_identical_numerics_equals_the_uncorrected_update(tiny_check
 def test_rollout_records_the_sampler_logprobs_on_sampled_tokens_only(tiny_checkpoint):
     path, _ = tiny_checkpoint
     cfg = SimpleNamespace(device="cpu", gradient_checkpointing=False)
-    tokenizer, policy, _ = load_policy_and_reference(path, path, cfg)
+    tokenizer, policy, _ = load_policy_and_reference(path, path, cfg.device, cfg.gradient_checkpointing)
     episodes = tiny_episodes(policy, tokenizer, sampler=Sampler(policy))
     sampled = episodes.action_masks[:, :, 1:].any(0)
     with torch.no_grad():

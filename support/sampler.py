@@ -28,7 +28,7 @@ What it does, and why (the numbers are the comments' in Sampler):
    where the trainer computes under bf16 autocast (model.use_bf16), by measurement: on a 2-core AMX
    Xeon, 64 prompts x 16 new tokens decoded in 7.7 s from fp32 weights and in 12.7 s from a bf16 copy
    (small decode matmuls gain nothing from bf16 there), and a CPU without native bf16 runs bf16 ~50x
-   slower than fp32. The mismatch this leaves is measured and corrected like a GPU's (stage1.py).
+   slower than fp32. The mismatch this leaves is measured and corrected like a GPU's (reinforce.py).
 2. No `generate`: it fills every field we leave unset from the model's own generation_config (a hub
    model shipping top_k, min_p or no_repeat_ngram_size would silently change on-policy sampling and
    the evaluation), and it syncs with the host every step. Here the only settings are SCoRe's:
@@ -40,7 +40,7 @@ What it does, and why (the numbers are the comments' in Sampler):
 5. The log-prob of each drawn token, from this step's (B, V) row only (never a [B, T, V] buffer,
    never output_scores): log_softmax of the logits at temperature 1, the quantity the trainer's
    token_logprobs computes, so the two compare token by token (the importance weight in
-   stage1.reinforce_update). Sharp edge: on a GPU those logits come out of a bf16 matmul, which is part
+   reinforce.reinforce_update). Sharp edge: on a GPU those logits come out of a bf16 matmul, which is part
    of the sampler/trainer mismatch that the weight corrects and bench.py measures. At a temperature
    other than 1 the recorded log-prob is still the temperature-1 one: the change of distribution is
    deliberate and the weight must not undo it (Stage I and II sample at 1.0).
@@ -51,7 +51,7 @@ What it does, and why (the numbers are the comments' in Sampler):
    graphs: the ~1,300 kernel launches of a step replayed as one), and routes the decode step's
    attention through `decode_attention`, grouped-query attention without copying K/V (a model that
    soft-caps attention scores, Gemma-2, keeps eager attention: use_decode_attention). On a CPU,
-   compile=True uses inductor without graphs (tests/test_engine.py: same tokens as eager). The
+   compile=True uses inductor without graphs (tests/test_sampler.py: same tokens as eager). The
    default is plain eager, the path that has run.
 """
 
@@ -59,6 +59,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 
 from model import soft_caps_attention
 
@@ -77,7 +78,7 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     if kwargs.get("softcap"):
         raise ValueError("decode_attention cannot soft-cap attention scores; a soft-capped model keeps its eager "
-                         "attention (engine.use_decode_attention)")
+                         "attention (support.sampler.use_decode_attention)")
     B, n_heads, q_len, D = query.shape
     n_kv = key.shape[1]
     if q_len != 1 or n_heads == n_kv:
@@ -142,20 +143,22 @@ def pick_tokens(logits, temperature):
 class Sampler:
     """Samples from `model` (the policy, or a model being evaluated); see the module docstring."""
 
-    def __init__(self, model, *, dtype=None, compile=False, check_every=16):
+    def __init__(self, model, *, dtype=None, compile=False, check_every=16, copy_to=None):
         self.source, self.check_every, self.compile = model, check_every, compile
         param = next(model.parameters())
-        self.device = param.device
+        self.device = torch.device(copy_to) if copy_to is not None else param.device
         # 1. The decoding model. dtype None: bf16 for an fp32 model on a GPU, else the model's own.
-        # A dtype other than the model's, or compile=True (which switches the attention, and the
-        # trainer's must stay stock), decodes with a copy; otherwise with the model itself.
+        # A dtype other than the model's, compile=True (which switches the attention, and the trainer's
+        # must stay stock) or copy_to (a policy about to be sharded, support/sharding.py: a whole copy on
+        # that device) decodes with a copy; otherwise with the model itself.
         # (dtype=torch.bfloat16 on a CPU runs the GPU's copy-and-refresh path; the tests use it.)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" and param.dtype == torch.float32 else param.dtype
-        if dtype != param.dtype or compile:
+        if dtype != param.dtype or compile or copy_to is not None:
             self.model = copy.deepcopy(model).eval().requires_grad_(False)
             for p in self.model.parameters():  # parameters only: buffers like RoPE's inv_freq stay fp32
-                p.data = p.data.to(dtype)
+                p.data = p.data.to(self.device, dtype)
+            self.model.to(self.device)  # the buffers
         else:
             self.model = model
         if compile:
@@ -172,6 +175,8 @@ class Sampler:
         sample() calls it first, every time (1. in the module docstring)."""
         if self.model is not self.source:
             for dst, src in zip(self.model.parameters(), self.source.parameters()):
+                if isinstance(src, DTensor):  # a sharded policy (--shard true): gather the whole weight
+                    src = src.full_tensor()
                 dst.copy_(src)  # casts fp32 -> bf16; same storage, so captured graphs still read it
 
     def new_cache(self, batch, length):
@@ -249,8 +254,8 @@ class Sampler:
             # Back on the host once per batch: cut each row after its first end token.
             for row, i in enumerate(idx):
                 new, new_logp = tokens[row, :steps].tolist(), logps[row, :steps].tolist()
-                cut = next((j for j, tok in enumerate(new) if tok in end_ids), None)
-                keep = cut + 1 if cut is not None else len(new)  # keep the end token: it is an action
-                responses[i], logprobs[i], truncated[i] = new[:keep], new_logp[:keep], cut is None
+                end_at = next((j for j, tok in enumerate(new) if tok in end_ids), None)  # index of the first end token
+                keep = end_at + 1 if end_at is not None else len(new)  # keep the end token: it is an action
+                responses[i], logprobs[i], truncated[i] = new[:keep], new_logp[:keep], end_at is None
         model.train(was_training)
         return responses, truncated, logprobs
