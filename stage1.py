@@ -19,6 +19,7 @@ Run:    python stage1.py                         # one 80 GB GPU, Qwen2.5-1.5B-I
         python stage1.py --preset tiny           # CPU, offline, under a minute: the tutorial path
         python stage1.py --resume true           # after a crash: continue from the last checkpoint
         torchrun --nproc_per_node 8 stage1.py    # data parallel over 8 GPUs, the same update (README)
+        torchrun --nproc_per_node 8 stage1.py --model Qwen/Qwen2.5-7B-Instruct --shard true   # FSDP2 (README)
 
 Where this departs from the paper:
 1. Scale: 64 episodes a step (16 problems x k=4 samples) and 200 steps, not batch 512 for a share of
