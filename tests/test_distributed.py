@@ -68,13 +68,19 @@ def rank_main(rank, world_size, init_file, episodes_file, out_file):
     torch.distributed.destroy_process_group()
 
 
-def test_two_ranks_make_the_single_process_update(tmp_path):
+def tiny_episodes():
+    """The tiny model and K episodes of each of PROBLEMS problems, with a reward signal in every problem."""
     policy, tokenizer = build_tiny_model(seed=0, hidden_size=32)
     torch.manual_seed(0)
     problems = load_problems("arithmetic", "train", limit=PROBLEMS, max_operand=4)
     episodes = run_episodes(policy, tokenizer, get_task("arithmetic"), problems, samples_per_problem=K,
                             temperature=1.0, max_new_tokens=3)
-    episodes.rewards[1] = torch.tensor([1.0, 0.0] * PROBLEMS)  # a reward signal in every problem
+    episodes.rewards[1] = torch.tensor([1.0, 0.0] * PROBLEMS)
+    return policy, episodes
+
+
+def test_two_ranks_make_the_single_process_update(tmp_path):
+    policy, episodes = tiny_episodes()
     torch.save(episodes, tmp_path / "episodes.pt")
     single = one_update(policy, episodes)
 

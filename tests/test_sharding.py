@@ -14,14 +14,12 @@ import torch.multiprocessing as mp
 
 from model import load_model
 from reinforce import reinforce_update
-from rollout import run_episodes
 from support.chat_template import end_of_turn_ids
 from support.checkpoints import save_checkpoint
 from support.sampler import Sampler
 from support.sharding import gathered_weights, load_optimizer_state, optimizer_state, shard_model
-from support.tasks import get_task, load_problems
 from support.tiny import build_tiny_model
-from tests.test_distributed import K, PROBLEMS, Settings, select
+from tests.test_distributed import K, PROBLEMS, Settings, select, tiny_episodes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,12 +86,7 @@ def rank_main(rank, world_size, init_file, tmp):
 def sharded(tmp_path_factory):
     """One 2-process run of every check below (spawning processes costs more than the checks)."""
     tmp = str(tmp_path_factory.mktemp("sharding"))
-    policy, tokenizer = build_tiny_model(seed=0, hidden_size=32)
-    torch.manual_seed(0)
-    problems = load_problems("arithmetic", "train", limit=PROBLEMS, max_operand=4)
-    episodes = run_episodes(policy, tokenizer, get_task("arithmetic"), problems, samples_per_problem=K,
-                            temperature=1.0, max_new_tokens=3)
-    episodes.rewards[1] = torch.tensor([1.0, 0.0] * PROBLEMS)  # a reward signal in every problem
+    _, episodes = tiny_episodes()
     torch.save(episodes, os.path.join(tmp, "episodes.pt"))
     mp.spawn(rank_main, args=(2, os.path.join(tmp, "init"), tmp), nprocs=2)
     return tmp, episodes, [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in (0, 1)]
