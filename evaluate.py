@@ -19,8 +19,9 @@ and the paper's analyses beyond its Table 2, one switch each:
                      earlier run's per-problem JSONL are given as attempt 1; greedy attempt 2
     --compare base,stage1,stage2   several checkpoints of one run, one table (the tutorial's last line)
     --table FILES    no model: several runs' metrics side by side as the paper's table (Markdown),
-                     plus a plot when matplotlib is installed; NAME_seedN runs become one row
-    --curves DIRS    no model: reward per attempt over training, from the runs' logs (a PNG)
+                     plus a plot when matplotlib is installed; NAME_seedN runs (2 or more) become one row
+    --curves DIRS    no model: reward, truncation and KL per attempt over training, from the runs' logs
+                     (curves.md, first vs last 10 steps and the seconds; curves.png with matplotlib)
 Every run also reports the edit-distance ratio between attempt 1 and attempt 2 as a histogram:
 does the model change its answer at all? The analyses themselves are pure functions in support/analysis.py.
 Under torchrun each process evaluates every N-th problem and rank 0 writes the results.
@@ -65,7 +66,7 @@ from reward import self_correction_metrics  # Table 2's metrics live in reward.p
 from rollout import run_episodes
 from support.analysis import (TABLE_HEADER, answer_equiv, compute_budget_curve, edit_distance_ratio, expand_paths,
                               final_answer, format_row, plot_results, plot_training_curves, print_histogram,
-                              ratio_histogram, results_table)
+                              ratio_histogram, results_table, training_summary)
 from support.checkpoints import append_jsonl, find_checkpoint, read_run_config
 from support.distributed import all_gather, init_distributed, rank_and_world_size
 from support.sampler import Sampler
@@ -110,7 +111,7 @@ class Config:
     table: str = ""
     """no model: a results table from these metrics files (comma-separated paths or quoted globs)"""
     curves: str = ""
-    """no model: plot reward per attempt over training from these run folders (comma-separated, globs)"""
+    """no model: reward, truncation and KL per attempt over training, from these run folders' logs (comma-separated, globs)"""
     compare: str = ""
     """several checkpoints of the run in out_dir side by side, e.g. base,stage1,stage2 ('base': the base model)"""
 
@@ -275,9 +276,13 @@ def main(cfg):
         if not runs:
             raise UsageError(f"--curves: no folder matches {cfg.curves!r}")
         os.makedirs(os.path.join(cfg.out_dir, "eval"), exist_ok=True)
+        summary = training_summary(runs)
+        with open(os.path.join(cfg.out_dir, "eval", "curves.md"), "w") as f:
+            f.write(summary + "\n")
         image = plot_training_curves(runs, os.path.join(cfg.out_dir, "eval", "curves.png"))
-        print(f"written: {image}" if image else "--curves needs matplotlib: pip install matplotlib")
-        return image
+        print(f"{summary}\n\nwritten: {os.path.join(cfg.out_dir, 'eval', 'curves.md')}"
+              + (f", {image}" if image else " (pip install matplotlib for the curves)"))
+        return summary
     if cfg.turns < 2:
         raise UsageError("--turns must be at least 2: self-correction needs a second attempt")
     require_device(cfg.device, os.path.basename(sys.argv[0]) or "evaluate.py")

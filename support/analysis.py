@@ -6,7 +6,7 @@ on lists of answers and metrics files, tested on known strings and numbers (test
     edit_distance_ratio, ratio_histogram     does the model change its answer at all? (the paper's edit-distance ratio)
     majority_vote, compute_budget_curve      inference-time compute: K parallel vs K/2 x 2 sequential
     results_table, plot_results              several runs side by side in the paper's format
-    plot_training_curves                     reward per attempt over training, from the runs' logs
+    training_summary, plot_training_curves   reward, truncation and KL per attempt over training, from the runs' logs
 """
 
 import glob
@@ -175,8 +175,11 @@ def results_table(runs_read):
         extra = f", repair rate {100 * m['repair_rate']:.1f} %" if "repair_rate" in m else ""
         if "edit_ratio" in m:
             extra += f", y1 unchanged in {100 * m['edit_ratio']['unchanged']:.1f} %"
-        notes.append(f"- {m['name']}: {m.get('task', '?')}, {m.get('n', '?')} problems{extra} ({path})")
-    rows = [format_row(name, ms[0]) if len(ms) == 1 else format_seed_row(name, ms) for name, ms in runs.items()]
+        task = f"{m['task']}, " if "task" in m else ""  # per-problem records do not name their task
+        notes.append(f"- {m['name']}: {task}{m.get('n', '?')} problems{extra} ({path})")
+    # A lone seed keeps its own name, so a table of seed 0 alone does not pass for a mean.
+    rows = [format_row(ms[0]["name"], ms[0]) if len(ms) == 1 else format_seed_row(name, ms)
+            for name, ms in runs.items()]
     return "\n".join([TABLE_HEADER, *rows, "", *notes])
 
 
@@ -188,6 +191,32 @@ def format_seed_row(name, runs):
         sign = "+" if key == "delta" else ""
         cells.append(f"{sum(values) / len(values):{sign}.1f} [{min(values):{sign}.1f}, {max(values):{sign}.1f}]")
     return f"| {name} ({len(runs)} seeds) | " + " | ".join(cells) + " |"
+
+
+def training_summary(run_dirs, window=10):
+    """What each run's training did, as Markdown, from its logs/stage{1,2}.jsonl: per stage the steps,
+    the seconds spent sampling and updating (summed over the steps, so a resumed run counts once), and
+    per attempt the sampled reward, the truncated fraction and the KL to the reference, each as the mean
+    of the first `window` steps -> the mean of the last `window`."""
+    def mean(records, key):
+        return sum(r[key] for r in records) / len(records)
+
+    def change(records, key):
+        return f"{mean(records[:window], key):.3f} → {mean(records[-window:], key):.3f}"
+
+    lines = ["| run | stage | steps | seconds | reward t1 | reward t2 | truncated t1 | truncated t2 | KL t1 | KL t2 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for run_dir in run_dirs:
+        for stage in ("stage1", "stage2"):
+            path = os.path.join(run_dir, "logs", f"{stage}.jsonl")
+            records = read_jsonl(path) if os.path.isfile(path) else []
+            if not records:
+                continue
+            seconds = sum(r["rollout"] + r["update"] for r in records)
+            cells = [change(records, f"{what}_t{t}") for what in ("reward", "truncated", "kl") for t in (1, 2)]
+            lines.append(f"| {os.path.normpath(run_dir)} | {stage} | {len(records)} | {seconds:.0f} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_training_curves(run_dirs, image_path, smooth=10):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from support.analysis import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
-                      results_table)
+                      results_table, training_summary)
 from evaluate import read_run, self_correction_metrics, turn_flows
 from reward import is_equiv
 from support.settings import UsageError
@@ -109,9 +109,26 @@ def test_results_table_in_the_papers_format(tmp_path):
     assert "| base | 50.0 | 40.0 | -10.0 | 0.0 | 10.0 |" in table
     assert "| score | 60.0 | 70.0 | +10.0 | 10.0 | 0.0 |" in table
     assert "| stage1 (2 seeds) | 50.0 [40.0, 60.0] | 70.0 [70.0, 70.0] | +20.0 [+10.0, +30.0] |" in table
+    # A lone seed keeps its name: one seed is not a mean over seeds.
+    alone = [(p, read_run(p)) for p in paths[:3]]
+    assert "| stage1_seed0 | 40.0 | 70.0 | +30.0 | 30.0 | 0.0 |" in results_table(alone)
     with pytest.raises(UsageError, match="no two-attempt records"):
         (tmp_path / "empty.jsonl").write_text("")
         read_run(str(tmp_path / "empty.jsonl"))
+
+
+def test_training_summary_first_and_last_steps_from_the_logs(tmp_path):
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    steps = [{"step": s, "reward_t1": 0.1, "reward_t2": s / 10, "truncated_t1": 0.5, "truncated_t2": 0.0,
+              "kl_t1": 0.0, "kl_t2": float(s), "rollout": 1.0, "update": 2.0} for s in range(1, 7)]
+    (logs / "stage1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    rows = training_summary([str(tmp_path / "run"), str(tmp_path / "no_logs")], window=2).splitlines()
+    assert len(rows) == 3  # header, rule, and stage1 of the one run with logs
+    cells = [c.strip() for c in rows[2].split("|")[2:-1]]
+    # stage, steps, seconds (6 x (1 + 2)), rewards t1/t2, truncated t1/t2, KL t1/t2: steps 1-2 -> steps 5-6
+    assert cells == ["stage1", "6", "18", "0.100 → 0.100", "0.150 → 0.550", "0.500 → 0.500", "0.000 → 0.000",
+                     "0.000 → 0.000", "1.500 → 5.500"]
 
 
 def test_given_first_attempts_replace_sampling():
