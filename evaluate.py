@@ -160,6 +160,11 @@ def read_run(path):
     metrics = self_correction_metrics([r["correct_t1"] for r in records], [r["correct_t2"] for r in records])
     if "edit_ratio" in records[0]:
         metrics["edit_ratio"] = ratio_histogram([r["edit_ratio"] for r in records])
+    if "truncated_t1" in records[0]:  # which wrong first attempts get fixed: cut off by the budget, or complete
+        wrong = [r for r in records if not r["correct_t1"]]
+        metrics["wrong_t1"] = {kind: [sum(r["truncated_t1"] == cut for r in wrong),
+                                      sum(r["correct_t2"] for r in wrong if r["truncated_t1"] == cut)]
+                               for kind, cut in (("cut_off", True), ("complete", False))}
     return {"name": os.path.basename(path).removesuffix(".jsonl"), "n": len(records), **metrics}
 
 

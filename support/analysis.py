@@ -175,6 +175,10 @@ def results_table(runs_read):
         extra = f", repair rate {100 * m['repair_rate']:.1f} %" if "repair_rate" in m else ""
         if "edit_ratio" in m:
             extra += f", y1 unchanged in {100 * m['edit_ratio']['unchanged']:.1f} %"
+        if "wrong_t1" in m:
+            (cut, cut_fixed), (done, done_fixed) = m["wrong_t1"]["cut_off"], m["wrong_t1"]["complete"]
+            extra += (f", wrong attempt 1s fixed: {cut_fixed} of {cut} cut off by the token budget, "
+                      f"{done_fixed} of {done} complete")
         task = f"{m['task']}, " if "task" in m else ""  # per-problem records do not name their task
         notes.append(f"- {m['name']}: {task}{m.get('n', '?')} problems{extra} ({path})")
     # A lone seed keeps its own name, so a table of seed 0 alone does not pass for a mean.

@@ -102,13 +102,16 @@ def test_results_table_in_the_papers_format(tmp_path):
     for seed, a1 in [(0, 0.4), (1, 0.6)]:
         path = tmp_path / f"stage1_seed{seed}.jsonl"
         path.write_text("".join(json.dumps({"id": i, "correct_t1": i < 10 * a1, "correct_t2": i < 7, "y1": "",
-                                            "y2": "", "edit_ratio": 0.0}) + "\n" for i in range(10)))
+                                            "y2": "", "edit_ratio": 0.0, "truncated_t1": i % 2 == 0}) + "\n"
+                                for i in range(10)))
         paths.append(str(path))
     table = results_table([(p, read_run(p)) for p in paths])
     assert table.splitlines()[0] == "| method | Acc@t1 | Acc@t2 | delta | delta i->c | delta c->i |"
     assert "| base | 50.0 | 40.0 | -10.0 | 0.0 | 10.0 |" in table
     assert "| score | 60.0 | 70.0 | +10.0 | 10.0 | 0.0 |" in table
     assert "| stage1 (2 seeds) | 50.0 [40.0, 60.0] | 70.0 [70.0, 70.0] | +20.0 [+10.0, +30.0] |" in table
+    # Seed 0's wrong attempt 1s are 4-9: the cut-off ones (4, 6, 8) fixed at 4 and 6, the complete (5, 7, 9) at 5.
+    assert "wrong attempt 1s fixed: 2 of 3 cut off by the token budget, 1 of 3 complete" in table
     # A lone seed keeps its name: one seed is not a mean over seeds.
     alone = [(p, read_run(p)) for p in paths[:3]]
     assert "| stage1_seed0 | 40.0 | 70.0 | +30.0 | 30.0 | 0.0 |" in results_table(alone)
