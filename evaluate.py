@@ -165,7 +165,8 @@ def read_run(path):
         metrics["wrong_t1"] = {kind: [sum(r["truncated_t1"] == cut for r in wrong),
                                       sum(r["correct_t2"] for r in wrong if r["truncated_t1"] == cut)]
                                for kind, cut in (("cut_off", True), ("complete", False))}
-    return {"name": os.path.basename(path).removesuffix(".jsonl"), "n": len(records), **metrics}
+    return {"name": os.path.basename(path).removesuffix(".jsonl"), "n": len(records),
+            "distinct": len({r["id"] for r in records}), **metrics}  # arithmetic test sets repeat problems
 
 
 def write_results(path, records):

@@ -180,7 +180,8 @@ def results_table(runs_read):
             extra += (f", wrong attempt 1s fixed: {cut_fixed} of {cut} cut off by the token budget, "
                       f"{done_fixed} of {done} complete")
         task = f"{m['task']}, " if "task" in m else ""  # per-problem records do not name their task
-        notes.append(f"- {m['name']}: {task}{m.get('n', '?')} problems{extra} ({path})")
+        distinct = f" ({m['distinct']} distinct)" if m.get("distinct", m.get("n")) != m.get("n") else ""
+        notes.append(f"- {m['name']}: {task}{m.get('n', '?')} problems{distinct}{extra} ({path})")
     # A lone seed keeps its own name, so a table of seed 0 alone does not pass for a mean.
     rows = [format_row(ms[0]["name"], ms[0]) if len(ms) == 1 else format_seed_row(name, ms)
             for name, ms in runs.items()]

@@ -112,6 +112,10 @@ def test_results_table_in_the_papers_format(tmp_path):
     assert "| stage1 (2 seeds) | 50.0 [40.0, 60.0] | 70.0 [70.0, 70.0] | +20.0 [+10.0, +30.0] |" in table
     # Seed 0's wrong attempt 1s are 4-9: the cut-off ones (4, 6, 8) fixed at 4 and 6, the complete (5, 7, 9) at 5.
     assert "wrong attempt 1s fixed: 2 of 3 cut off by the token budget, 1 of 3 complete" in table
+    assert "- stage1_seed0: 10 problems, y1 unchanged" in table  # all distinct: no count of distinct ones
+    (tmp_path / "repeats.jsonl").write_text("".join(json.dumps({"id": i % 3, "correct_t1": True, "correct_t2": True})
+                                                    + "\n" for i in range(6)))
+    assert "6 problems (3 distinct)" in results_table([(p, read_run(p)) for p in [str(tmp_path / "repeats.jsonl")]])
     # A lone seed keeps its name: one seed is not a mean over seeds.
     alone = [(p, read_run(p)) for p in paths[:3]]
     assert "| stage1_seed0 | 40.0 | 70.0 | +30.0 | 30.0 | 0.0 |" in results_table(alone)
