@@ -154,7 +154,7 @@ def read_run(path):
         with open(path) as f:
             return json.load(f)
     records = read_jsonl(path)
-    if not records or "correct_t2" not in records[0]:
+    if not records or "correct_t2" not in records[0] or "id" not in records[0]:
         raise UsageError(f"{path} holds no two-attempt records (id, correct_t1, correct_t2); pass a file "
                          f"evaluate.py wrote")
     metrics = self_correction_metrics([r["correct_t1"] for r in records], [r["correct_t2"] for r in records])

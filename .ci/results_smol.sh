@@ -19,4 +19,4 @@ for seed in 0 1 2; do
 done
 python evaluate.py --preset smol --model "$model" --name base
 python evaluate.py --preset smol --table "out/smol/eval/base.metrics.json,out/smol/seed*/eval/stage1_*.metrics.json,out/smol/seed*/eval/score_*.metrics.json,out/smol/seed*/alpha0/eval/*.metrics.json"
-python evaluate.py --preset smol --curves "out/smol/seed*"
+python evaluate.py --preset smol --curves "out/smol/seed*,out/smol/seed*/alpha0"

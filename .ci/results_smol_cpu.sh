@@ -5,7 +5,7 @@
 # test problems. What it keeps, in results/smol_cpu/ (committed):
 #   {base,stage1_seedN,score_seedN,alpha0_seedN}.jsonl   per problem: id, correct_t1, correct_t2, y1, y2, ...
 #   seedN/logs/stage{1,2}.jsonl, seedN/alpha0/logs/stage2.jsonl   the training logs (one line a step)
-#   wall_times.tsv   seconds per command;  eval/results.md and eval/curves.png   the table and the curves
+#   wall_times.tsv   seconds per command;  eval/results.md, eval/curves.md and eval/curves.png   the table and the curves
 # Hours of CPU, so it is resumable: run it again after a stop and it goes on where it was (each stage
 # with --resume true; an evaluation whose records are in results/smol_cpu is not redone).
 # Usage: bash .ci/results_smol_cpu.sh [MODEL] [SEEDS]
@@ -61,5 +61,5 @@ for seed in $seeds; do
   evaluate "alpha0_seed$seed" "$run/alpha0"
 done
 python evaluate.py --table "$res/*.jsonl" --out_dir "$res"
-python evaluate.py --curves "$res/seed*" --out_dir "$res"
+python evaluate.py --curves "$res/seed*,$res/seed*/alpha0" --out_dir "$res"
 cat "$res/wall_times.tsv"
