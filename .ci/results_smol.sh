@@ -10,7 +10,8 @@ rm -rf out/smol
 for seed in 0 1 2; do
   out=out/smol/seed$seed
   /usr/bin/time -f "stage1 seed $seed: %e s" python stage1.py --preset smol --model "$model" --seed $seed --out_dir $out
-  mkdir -p $out/alpha0 && cp -r $out/stage1 $out/alpha0/   # the ablation starts from the same Stage I
+  mkdir -p $out/alpha0/logs && cp -r $out/stage1 $out/alpha0/   # the ablation starts from the same Stage I
+  cp $out/logs/stage1.jsonl $out/alpha0/logs/   # and its curves start where that Stage I ended
   /usr/bin/time -f "stage2 seed $seed: %e s" python stage2.py --preset smol --seed $((seed + 100)) --out_dir $out
   /usr/bin/time -f "stage2 alpha 0 seed $seed: %e s" python stage2.py --preset smol --seed $((seed + 100)) --out_dir $out/alpha0 --alpha 0
   python evaluate.py --preset smol --out_dir $out --model $out/stage1 --name stage1_seed$seed

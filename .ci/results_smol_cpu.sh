@@ -57,7 +57,7 @@ for seed in $seeds; do
   mkdir -p "$run/alpha0" && ln -sfn "$(realpath "$run/stage1")" "$run/alpha0/stage1"  # the same Stage I
   train "$run/alpha0/stage2_last" python stage2.py --preset smol_cpu --seed $((seed + 100)) --out_dir "$run/alpha0" \
     --alpha 0
-  cp "$run"/alpha0/logs/stage2.jsonl "$res/seed$seed/alpha0/logs/"
+  cp "$run"/alpha0/logs/stage2.jsonl "$run"/logs/stage1.jsonl "$res/seed$seed/alpha0/logs/"  # its own Stage II after the shared Stage I
   evaluate "alpha0_seed$seed" "$run/alpha0"
 done
 python evaluate.py --table "$res/*.jsonl" --out_dir "$res"
