@@ -4,7 +4,7 @@
 # without reward shaping (alpha = 0, from the same Stage I), each evaluated greedily on the same 500
 # test problems. What it keeps, in results/smol_cpu/ (committed):
 #   {base,stage1_seedN,score_seedN,alpha0_seedN}.jsonl   per problem: id, correct_t1, correct_t2, y1, y2, ...
-#   seedN/logs/stage{1,2}.jsonl, seedN/alpha0/logs/stage2.jsonl   the training logs (one line a step)
+#   seedN/logs/stage{1,2}.jsonl, seedN/alpha0/logs/stage{1,2}.jsonl   the training logs (one line a step; alpha0/stage1 is the shared Stage I's)
 #   wall_times.tsv   seconds per command;  eval/results.md, eval/curves.md and eval/curves.png   the table and the curves
 # Hours of CPU, so it is resumable: run it again after a stop and it goes on where it was (each stage
 # with --resume true; an evaluation whose records are in results/smol_cpu is not redone).
