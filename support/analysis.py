@@ -10,6 +10,7 @@ on lists of answers and metrics files, tested on known strings and numbers (test
 """
 
 import glob
+import json
 import os
 import re
 
@@ -224,34 +225,56 @@ def training_summary(run_dirs, window=10):
     return "\n".join(lines)
 
 
+def run_labels(run_dirs):
+    """Short, distinct names for run directories: each one's path below the folder they share
+    (results/smol_cpu/seed0/alpha0 -> seed0/alpha0), so that two seeds' alpha0 runs keep apart."""
+    paths = [os.path.normpath(d) for d in run_dirs]
+    try:  # shared by the folders that hold the runs, so that no run is named "."
+        common = os.path.commonpath([os.path.dirname(p) or "." for p in paths])
+    except ValueError:  # absolute and relative paths mixed
+        return paths
+    return [os.path.relpath(p, common) for p in paths]
+
+
 def plot_training_curves(run_dirs, image_path, smooth=10):
-    """Reward per attempt over the steps of Stage I then Stage II, one line per run and attempt, from
-    the runs' logs/stage{1,2}.jsonl (a moving average over `smooth` steps). Needs matplotlib."""
+    """Reward per attempt over the steps of Stage I then Stage II, from the runs' logs/stage{1,2}.jsonl
+    (a moving average over `smooth` steps): one colour per run, attempt 1 dashed, attempt 2 solid.
+    Needs matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for run_dir in run_dirs:
-        offset = 0
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    drawn = set()  # an ablation's copy of its Stage I log is drawn once, under the run it came from
+    for i, (run_dir, label) in enumerate(zip(run_dirs, run_labels(run_dirs))):
+        stages = {}
         for stage in ("stage1", "stage2"):
             path = os.path.join(run_dir, "logs", f"{stage}.jsonl")
-            if not os.path.isfile(path):
+            stages[stage] = read_jsonl(path) if os.path.isfile(path) else []
+        offset, labelled = (stages["stage1"][-1]["step"] if stages["stage1"] else 0), False
+        if stages["stage2"] and offset:
+            ax.axvline(offset, color="0.85", lw=0.8, zorder=0)  # where Stage II starts
+        for stage, start in (("stage1", 0), ("stage2", offset)):
+            key = json.dumps(stages[stage])
+            if not stages[stage] or key in drawn:
                 continue
-            records = read_jsonl(path)
+            drawn.add(key)
+            records = stages[stage]
             for t, style in ((1, "--"), (2, "-")):
-                ys = [r[f"reward_t{t}"] for r in records if f"reward_t{t}" in r]
-                ys = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1]) for i in range(len(ys))]
-                ax.plot([offset + r["step"] for r in records][:len(ys)], ys, style,
-                        label=f"{os.path.basename(os.path.normpath(run_dir))} {stage} attempt {t}")
-            offset += records[-1]["step"] if records else 0
+                rewards = [r[f"reward_t{t}"] for r in records if f"reward_t{t}" in r]
+                windows = [rewards[max(0, j - smooth + 1):j + 1] for j in range(len(rewards))]
+                ys = [sum(w) / len(w) for w in windows]
+                ax.plot([start + r["step"] for r in records][:len(ys)], ys, style, color=f"C{i % 10}",
+                        label=None if labelled else f"{label} attempt {t}")
+            labelled = True
     ax.set_xlabel("step (Stage I, then Stage II)")
     ax.set_ylabel(f"training reward (mean of {smooth} steps)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(image_path)
+    plt.close(fig)
     return image_path
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from support.analysis import (compute_budget_curve, edit_distance, edit_distance_ratio, majority_vote, ratio_histogram,
-                      results_table, training_summary)
+                      plot_training_curves, results_table, run_labels,
+                      training_summary)
 from evaluate import read_run, self_correction_metrics, turn_flows
 from reward import is_equiv
 from support.settings import UsageError
@@ -136,6 +137,38 @@ def test_training_summary_first_and_last_steps_from_the_logs(tmp_path):
     # stage, steps, seconds (6 x (1 + 2)), rewards t1/t2, truncated t1/t2, KL t1/t2: steps 1-2 -> steps 5-6
     assert cells == ["stage1", "6", "18", "0.100 → 0.100", "0.150 → 0.550", "0.500 → 0.500", "0.000 → 0.000",
                      "0.000 → 0.000", "1.500 → 5.500"]
+
+
+def test_run_labels_keep_two_seeds_alpha0_runs_apart():
+    dirs = ["results/smol_cpu/seed0", "results/smol_cpu/seed0/alpha0", "results/smol_cpu/seed1/alpha0/"]
+    assert run_labels(dirs) == ["seed0", "seed0/alpha0", "seed1/alpha0"]
+    assert run_labels(["results/smol_cpu/seed0"]) == ["seed0"]
+    assert run_labels(["run"]) == ["run"]
+    assert run_labels(["out/seed0", "out/seed0/alpha0"]) == ["seed0", "seed0/alpha0"]
+
+
+def test_training_curves_plot_an_ablations_copied_stage1_once(tmp_path, monkeypatch):
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    import matplotlib.axes
+    log = lambda reward_t2: "".join(json.dumps({"step": s, "reward_t1": 0.1, "reward_t2": reward_t2 * s}) + "\n"
+                                    for s in range(1, 4))
+    for run, stage2_reward in (("seed0", 0.1), ("seed0/alpha0", 0.2)):
+        (tmp_path / run / "logs").mkdir(parents=True)
+        (tmp_path / run / "logs" / "stage1.jsonl").write_text(log(0.3))  # alpha0's is a copy of seed0's
+        (tmp_path / run / "logs" / "stage2.jsonl").write_text(log(stage2_reward))
+    drawn, plot = [], matplotlib.axes.Axes.plot
+
+    def recording_plot(ax, xs, ys, *args, **kwargs):
+        drawn.append((list(xs), kwargs.get("label")))
+        return plot(ax, xs, ys, *args, **kwargs)
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording_plot)
+    before = len(pyplot.get_fignums())
+    image = plot_training_curves([str(tmp_path / "seed0"), str(tmp_path / "seed0" / "alpha0")], str(tmp_path / "c.png"))
+    assert open(image, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert len(pyplot.get_fignums()) == before  # the figure is closed, not leaked
+    # seed0's Stage I and Stage II (after step 3), then alpha0's Stage II alone, each attempt once
+    assert drawn == [([1, 2, 3], "seed0 attempt 1"), ([1, 2, 3], "seed0 attempt 2"), ([4, 5, 6], None), ([4, 5, 6], None),
+                     ([4, 5, 6], "seed0/alpha0 attempt 1"), ([4, 5, 6], "seed0/alpha0 attempt 2")]
 
 
 def test_given_first_attempts_replace_sampling():
