@@ -10,12 +10,15 @@
 # with --resume true; an evaluation whose records are in results/smol_cpu is not redone).
 # Usage: bash .ci/results_smol_cpu.sh [MODEL] [SEEDS]
 #        bash .ci/results_smol_cpu.sh path/to/SmolLM2-135M-Instruct.Q4_1.gguf "0 1 2"
+#        SCORE_BF16=false bash .ci/results_smol_cpu.sh ...   # the stages' --bf16 (unset: auto); the committed
+#                                                           # seeds ran fp32, so a CPU with native bf16 needs false to match them
 # The table alone, from the committed records: python evaluate.py --table "results/smol_cpu/*.jsonl" --out_dir results/smol_cpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-HuggingFaceTB/SmolLM2-135M-Instruct}
 seeds=${2:-0 1 2}
 out=${SCORE_OUT:-out/smol_cpu}   # checkpoints (not committed)
+bf16=(--bf16 "${SCORE_BF16:-auto}")   # the stages' numerics; evaluation always decodes in fp32
 res=results/smol_cpu
 mkdir -p "$res"
 
@@ -48,15 +51,15 @@ for seed in $seeds; do
   run=$out/seed$seed
   mkdir -p "$res/seed$seed/logs" "$res/seed$seed/alpha0/logs"
   # Each result is evaluated and its log copied as soon as it exists, so a stopped run has committed what it has.
-  train "$run/stage1" python stage1.py --preset smol_cpu --model "$model" --seed "$seed" --out_dir "$run"
+  train "$run/stage1" python stage1.py --preset smol_cpu --model "$model" --seed "$seed" --out_dir "$run" "${bf16[@]}"
   cp "$run"/logs/stage1.jsonl "$res/seed$seed/logs/"
   evaluate "stage1_seed$seed" "$run" --model "$run/stage1"
-  train "$run/stage2_last" python stage2.py --preset smol_cpu --seed $((seed + 100)) --out_dir "$run"
+  train "$run/stage2_last" python stage2.py --preset smol_cpu --seed $((seed + 100)) --out_dir "$run" "${bf16[@]}"
   cp "$run"/logs/stage2.jsonl "$res/seed$seed/logs/"
   evaluate "score_seed$seed" "$run"
   mkdir -p "$run/alpha0" && ln -sfn "$(realpath "$run/stage1")" "$run/alpha0/stage1"  # the same Stage I
   train "$run/alpha0/stage2_last" python stage2.py --preset smol_cpu --seed $((seed + 100)) --out_dir "$run/alpha0" \
-    --alpha 0
+    --alpha 0 "${bf16[@]}"
   cp "$run"/alpha0/logs/stage2.jsonl "$run"/logs/stage1.jsonl "$res/seed$seed/alpha0/logs/"  # its own Stage II after the shared Stage I
   evaluate "alpha0_seed$seed" "$run/alpha0"
 done
