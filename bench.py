@@ -30,7 +30,9 @@ What the tables mean (roofline %, MFU and peak MB are defined in support/measure
   update     reinforce.reinforce_update: reference + policy forward/backward + Adam, micro-batched.
   ratio      baseline time / ours time (> 1: ours is faster); for memory, baseline / ours.
   log-prob memory   the update's log-prob work at two micro-batch sizes: growth per token << V floats.
-  techniques each one switched off alone, against ours as it runs, in the same run.
+  techniques each one switched off alone, against ours as it runs, in the same run. Where the trainer runs
+             under bf16 autocast (--bf16: a GPU, or a CPU that multiplies bf16 natively), one row is the
+             same reference pass and update in fp32: what the bf16 matmuls buy on this hardware.
 Each table is printed as soon as it is measured, so a run that dies late keeps what it measured.
 
 The baseline is what a plain implementation writes: model.generate with its default settings
@@ -61,7 +63,7 @@ from types import SimpleNamespace
 
 import torch
 
-from model import autocast, load_model, token_logprobs
+from model import autocast, load_model, token_logprobs, use_bf16
 from reinforce import make_optimizer, reinforce_update
 from rollout import Episodes, episode_row, pad_rows
 from support.measure import (build_config, build_models, device_bandwidth, device_matmul_rate,
@@ -100,6 +102,8 @@ class Config:
     """recompute the policy's activations in backward, for ours and the baseline (stage1.py's default)"""
     compile_decode: bool = False
     """ours compiles its decode step (CUDA graphs on a GPU; never measured yet) and adds an eager row"""
+    bf16: str = "auto"
+    """the trainer's numerics, as the stages' --bf16: auto (a GPU, or a CPU that multiplies bf16 natively), true, false"""
     sampler_dtype: str = "auto"
     """auto: bf16 copy of the policy on a GPU, the policy itself on a CPU; bf16 or fp32 to force one"""
     is_clip: float = 2.0
@@ -198,15 +202,15 @@ def naive_logprobs(model, input_ids, attention_mask, only=None):
     return logits[:, :-1].float().log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
 
 
-def reference_pass(logprobs, reference, episodes, micro_batch):
+def reference_pass(logprobs, reference, episodes, micro_batch, bf16=None):
     """Step 4 of reinforce_update on its own: the reference's log-probs, micro-batch by micro-batch."""
-    with torch.no_grad(), autocast(episodes.input_ids.device):
+    with torch.no_grad(), autocast(episodes.input_ids.device, bf16):
         for start in range(0, episodes.input_ids.shape[0], micro_batch):
             rows = slice(start, start + micro_batch)
             logprobs(reference, episodes.input_ids[rows], episodes.attention_mask[rows])
 
 
-def update(logprobs, policy, reference, optimizer, episodes, micro_batch, is_clip=2.0):
+def update(logprobs, policy, reference, optimizer, episodes, micro_batch, is_clip=2.0, bf16=None):
     """reinforce.reinforce_update as Stage I calls it, with `logprobs` as its log-prob function (ours:
     token_logprobs at --chunk_tokens, which at 1024 is exactly what the stages run; the baseline:
     naive_logprobs), so nothing else differs."""
@@ -214,7 +218,7 @@ def update(logprobs, policy, reference, optimizer, episodes, micro_batch, is_cli
     kl_coefs = torch.tensor([0.1, 0.01], device=episodes.input_ids.device)  # Table 5, MATH: beta2, beta1
     cfg = SimpleNamespace(micro_batch=micro_batch, baseline="rloo", grad_clip=1.0, is_clip=is_clip)
     try:
-        return reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg,
+        return reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg, bf16,
                                 logprob_fn=logprobs)
     finally:
         optimizer.zero_grad(set_to_none=True)  # already done, unless a GPU ran out of memory half-way
@@ -222,14 +226,14 @@ def update(logprobs, policy, reference, optimizer, episodes, micro_batch, is_cli
 
 # ----------------------------------------------------------------------------- the run
 
-def numerics(sampler, policy, reference, episodes, is_clip, emulate_bf16=False):
+def numerics(sampler, policy, reference, episodes, is_clip, emulate_bf16=False, bf16=None):
     """Step 0, before any update: the KL between policy and reference (ours, and a plain bf16
     reference), and the sampler/trainer mismatch before and after the truncated importance weight.
-    emulate_bf16: on a CPU, the trainer's side under bf16 autocast, as on a GPU."""
+    emulate_bf16: on a CPU, the trainer's side under bf16 autocast, as on a GPU (bf16 otherwise: --bf16's choice)."""
     device = episodes.input_ids.device
     ids, attn = episodes.input_ids, episodes.attention_mask
     sampled = episodes.action_masks[:, :, 1:].any(0)  # (N, T-1): tokens the sampler drew
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if emulate_bf16 and device.type == "cpu" else autocast(device)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if emulate_bf16 and device.type == "cpu" else autocast(device, bf16)
     with torch.no_grad(), amp:
         logp = token_logprobs(policy, ids, attn)
         ref_logp = token_logprobs(reference, ids, attn)
@@ -250,6 +254,7 @@ def main(cfg):
         raise UsageError("--batch must be a multiple of --samples_per_problem")
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
+    bf16 = use_bf16(device, cfg.bf16)  # the trainer's numerics, for ours and the baseline alike
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.pretrained:  # the real weights, loaded as model.load_policy_and_reference loads them
         policy = load_model(cfg.model, device, torch.float32, trainable=True)
@@ -271,7 +276,8 @@ def main(cfg):
     print(f"bench: {cfg.model} ({sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M parameters, vocab {V}) on "
           f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, {cfg.threads} thread(s); "
           f"{N} episodes, prompts {cfg.prompt_tokens // 2}-{cfg.prompt_tokens} + {cfg.new_tokens} new tokens x 2 turns; "
-          f"sampler in {next(sampler.model.parameters()).dtype}{', compiled' if cfg.compile_decode else ''}", flush=True)
+          f"sampler in {next(sampler.model.parameters()).dtype}{', compiled' if cfg.compile_decode else ''}; "
+          f"trainer in {'bf16 autocast' if bf16 else 'fp32'}", flush=True)
     print(dataclasses.asdict(cfg), flush=True)
 
     # 1. the denominators, measured now on this device
@@ -289,7 +295,7 @@ def main(cfg):
     # 2. numerics at step 0 (policy == reference), on one generate batch of ours' rollout, before any update
     rows = prompts[:min(N, cfg.gen_batch)]
     first = to_episodes(*two_turn_rollout(sample_ours, rows, glue, filler), k, device, gen)
-    num = numerics(sampler, policy, reference, first, cfg.is_clip, cfg.emulate_bf16)
+    num = numerics(sampler, policy, reference, first, cfg.is_clip, cfg.emulate_bf16, bf16)
     emulated = " under bf16 autocast (CPU emulation)" if cfg.emulate_bf16 and device.type == "cpu" else ""
     print(f"\nnumerics at step 0{emulated} ({len(rows)} episodes, {first.action_masks.sum().item():,} sampled tokens)\n"
           f"KL(policy || reference) per token: ours {num['kl_ours']:.6f} (reference with the policy's numerics), "
@@ -301,8 +307,8 @@ def main(cfg):
     # 3. warm up every code path once on k short rows (first-call costs; Adam's state exists from here on)
     warm = to_episodes(*two_turn_rollout(functools.partial(sample_ours, max_new_tokens=2), [prompts[0][:8]] * k,
                                          glue[:2], filler), k, device, gen)
-    update(ours_logprobs, policy, reference, optimizer, warm, k, cfg.is_clip)
-    update(naive_logprobs, policy, reference, optimizer, warm, k, 0)
+    update(ours_logprobs, policy, reference, optimizer, warm, k, cfg.is_clip, bf16)
+    update(naive_logprobs, policy, reference, optimizer, warm, k, 0, bf16)
 
     # 4. Stage I, ours and the baseline: rollout, reference log-probs, update (reference + policy + Adam)
     kind = "GPU" if device.type == "cuda" else "CPU"
@@ -315,9 +321,9 @@ def main(cfg):
         if out is None:  # the baseline's rollout ran out of memory: update on ours' episodes
             out = rollout(sample_ours)
         episodes = to_episodes(*out, k, device, gen)
-        t_ref, m_ref, _ = timed(functools.partial(reference_pass, logprobs, reference, episodes, micro))
+        t_ref, m_ref, _ = timed(functools.partial(reference_pass, logprobs, reference, episodes, micro, bf16))
         t_upd, m_upd, stats = timed(functools.partial(update, logprobs, policy, reference, optimizer, episodes,
-                                                      micro, clip))
+                                                      micro, clip, bf16))
         results[name] = dict(rollout=(t_roll, m_roll), reference=(t_ref, m_ref), update=(t_upd, m_upd),
                              step=(t_roll + t_upd, max(m_roll, m_upd)))
         if name == "ours":
@@ -357,9 +363,9 @@ def main(cfg):
         print(f"{name:<48}| {phase:<9}| {sec(t0):>9} | {sec(t1):>8} | {ratio(t0, t1):>8} | {mb(m0):>10} | "
               f"{mb(m1):>8}", flush=True)
 
-    ref_with = functools.partial(reference_pass, reference=reference, episodes=ours_episodes)
+    ref_with = functools.partial(reference_pass, reference=reference, episodes=ours_episodes, bf16=bf16)
     upd_with = functools.partial(update, policy=policy, reference=reference, optimizer=optimizer,
-                                 episodes=ours_episodes)
+                                 episodes=ours_episodes, bf16=bf16)
     pure_unsorted = timed(functools.partial(rollout, functools.partial(sample_plain, top_k=0, top_p=1.0)))
     row("pure sampling, not generate's default top-k 50", "rollout", base["rollout"], pure_unsorted)
     row("Sampler, not generate (pure, unsorted)", "rollout", pure_unsorted, ours["rollout"])
@@ -368,6 +374,11 @@ def main(cfg):
         row("compiled decode + CUDA graphs (flag)", "rollout",
             timed(functools.partial(rollout, functools.partial(ours_generate, eager, **settings))), ours["rollout"])
         del eager
+    if bf16:  # the same episodes, the trainer in fp32: what bf16 autocast buys (the sampler is unchanged)
+        row("bf16 autocast over fp32 weights, not fp32", "reference",
+            timed(functools.partial(ref_with, ours_logprobs, micro_batch=cfg.micro_batch, bf16=False)), ours["reference"])
+        row("bf16 autocast over fp32 weights, not fp32", "update",
+            timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch, bf16=False)), ours["update"])
     row(f"truncated IS weights (C = {cfg.is_clip:g})", "update",
         timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch, is_clip=0)), ours["update"])
     full = timed(functools.partial(ref_with, naive_logprobs, micro_batch=cfg.micro_batch))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bench
-from model import token_logprobs
+from model import cpu_has_native_bf16, token_logprobs
 from support.measure import PeakMemory, build_config, build_models, logprob_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,8 +65,9 @@ def test_logprob_memory_grows_with_tokens_not_with_vocabulary(qwen_vocab_tiny):
 
 def test_cpu_preset_runs_and_prints_its_tables():
     """The benchmark end to end in a subprocess, at the CPU preset with even smaller shapes."""
+    native = cpu_has_native_bf16()  # there the trainer runs under bf16 autocast, and the fp32 row is measured
     cmd = [sys.executable, "bench.py", "--preset", "cpu", "--vocab_size", "32768", "--prompt_tokens", "16",
-           "--new_tokens", "6", "--emulate_bf16", "true"]
+           "--new_tokens", "6", "--emulate_bf16", "true", "--bf16", "true" if native else "false"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
@@ -76,6 +77,8 @@ def test_cpu_preset_runs_and_prints_its_tables():
                      "chunked log-probs", "gradient checkpointing", "SDPA attention", "truncated IS weights",
                      "sampler in torch.bfloat16", "before correction"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
+    assert ("trainer in bf16 autocast" in text) == native and ("trainer in fp32" in text) != native
+    assert ("bf16 autocast over fp32 weights, not fp32" in text) == native  # only where bf16 is what ours runs
     # The reference has the policy's numerics: under bf16 autocast, as on a GPU, the KL at step 0 is
     # printed as exactly zero, while the old bf16 reference's is not (the control).
     assert "numerics at step 0 under bf16 autocast" in text
