@@ -217,7 +217,8 @@ def test_update_with_identical_numerics_equals_the_uncorrected_update(tiny_check
         eps = copy.copy(episodes)
         eps.sampler_logprobs = sampler_logprobs
         stats = reinforce_update(policy, reference, optimizer, eps, rewards, torch.tensor([0.1, 0.01]),
-                                 SimpleNamespace(**{**vars(cfg), "is_clip": is_clip}))
+                                 SimpleNamespace(**{**vars(cfg), "is_clip": is_clip}),
+                                 bf16=False)  # fp32 on every CPU: the sampler's log-probs above are fp32 ones
         grads.append(torch.cat([p.grad.flatten() for p in policy.parameters()]))
     assert stats["mismatch"] == pytest.approx(0.3, abs=1e-5)
     assert torch.equal(grads[0], grads[1])

@@ -46,7 +46,10 @@ def update(policy, reference, episodes):
     """One Eq. 2 update with plain SGD: the weights move by exactly the gradient (as test_distributed)."""
     optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
     rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
-    stats = reinforce_update(policy, reference, optimizer, episodes, rewards, torch.tensor([0.5, 0.01]), Settings())
+    # fp32 on every CPU (bf16=False): under bf16 autocast, a native-bf16 CPU's default, the ranks'
+    # smaller batches round differently (~3e-4 a weight) and the comparison would measure that.
+    stats = reinforce_update(policy, reference, optimizer, episodes, rewards, torch.tensor([0.5, 0.01]), Settings(),
+                             bf16=False)
     return stats, torch.cat([whole(p).detach().flatten() for p in policy.parameters()])
 
 
