@@ -14,6 +14,8 @@ Run:    python bench.py                       # one GPU: Qwen2.5-1.5B architectu
                                               # gradient checkpointing and micro-batches act (~30 s)
         python bench.py --preset cpu --model SmolLM2-135M-Instruct.Q4_1.gguf --pretrained true \
             --emulate_bf16 true --techniques false   # CPU: step-0 KL and mismatch with real weights
+        python bench.py --preset smol_cpu --model SmolLM2-135M-Instruct.Q4_1.gguf   # 2 CPU cores, ~10 min:
+                                              # stage1.py --preset smol_cpu's step, bf16 where it pays vs fp32
 
 The models get random weights (built from a config: offline, and speed does not depend on the
 weights' values; --pretrained loads real ones, whose numerics do differ). They never emit the end
@@ -126,9 +128,15 @@ class Config:
 
 # cpu: a few hundred tokens per micro-batch, so chunks of 128 show what 1024 does for a GPU's thousands.
 # k = 2 with generate batches of 4 mixes problems of different lengths, so length sorting has work to do.
+# smol_cpu: stage1.py --preset smol_cpu's step shapes (32 episodes, 16 new tokens, micro-batches of 8, no
+# checkpointing) on --model's real weights. SmolLM2's arithmetic prompts are 43-45 tokens (here 22-44) and
+# its glue 27; its attempts end early, these never do (16 tokens each).
 PRESETS = {"cpu": dict(model="tiny", device="cpu", batch=8, samples_per_problem=2, prompt_tokens=32, new_tokens=24,
                        instruction_tokens=8, gen_batch=4, micro_batch=4, chunk_tokens=128, baseline_micro_batch=4,
-                       warmup=0, sampler_dtype="bf16")}  # bf16: the GPU's sampler copy, so the mismatch is real
+                       warmup=0, sampler_dtype="bf16"),  # bf16: the GPU's sampler copy, so the mismatch is real
+           "smol_cpu": dict(device="cpu", pretrained=True, batch=32, samples_per_problem=4, prompt_tokens=44,
+                            new_tokens=16, instruction_tokens=27, gen_batch=64, micro_batch=8, chunk_tokens=1024,
+                            baseline_micro_batch=8, gradient_checkpointing=False, threads=2)}
 
 # ----------------------------------------------------------------------------- data
 
@@ -267,7 +275,8 @@ def main(cfg):
         policy, reference = build_models(config, device, cfg.gradient_checkpointing, cfg.seed)
     optimizer = make_optimizer(policy, 5e-6, device)
     dtype = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.sampler_dtype]
-    sampler = Sampler(policy, dtype=dtype, compile=cfg.compile_decode)
+    # The sampler as the stages make it: where the trainer runs under bf16 autocast, it does too (fp32 weights).
+    sampler = Sampler(policy, dtype=dtype, compile=cfg.compile_decode, autocast=bf16)
     V, N, k = config.vocab_size, cfg.batch, cfg.samples_per_problem
     value_bytes = next(sampler.model.parameters()).element_size()  # what the decode step reads per value
     end_ids, pad_id, filler = [V], 0, 1  # an end id past the vocabulary: attempts always run full length
@@ -276,7 +285,8 @@ def main(cfg):
     print(f"bench: {cfg.model} ({sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M parameters, vocab {V}) on "
           f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, {cfg.threads} thread(s); "
           f"{N} episodes, prompts {cfg.prompt_tokens // 2}-{cfg.prompt_tokens} + {cfg.new_tokens} new tokens x 2 turns; "
-          f"sampler in {next(sampler.model.parameters()).dtype}{', compiled' if cfg.compile_decode else ''}; "
+          f"sampler in {next(sampler.model.parameters()).dtype}{' under bf16 autocast' if sampler.autocast else ''}"
+          f"{', compiled' if cfg.compile_decode else ''}; "
           f"trainer in {'bf16 autocast' if bf16 else 'fp32'}", flush=True)
     print(dataclasses.asdict(cfg), flush=True)
 
@@ -374,11 +384,19 @@ def main(cfg):
         row("compiled decode + CUDA graphs (flag)", "rollout",
             timed(functools.partial(rollout, functools.partial(ours_generate, eager, **settings))), ours["rollout"])
         del eager
-    if bf16:  # the same episodes, the trainer in fp32: what bf16 autocast buys (the sampler is unchanged)
+    if bf16:  # the same episodes, the trainer in fp32: what bf16 autocast buys
         row("bf16 autocast over fp32 weights, not fp32", "reference",
             timed(functools.partial(ref_with, ours_logprobs, micro_batch=cfg.micro_batch, bf16=False)), ours["reference"])
-        row("bf16 autocast over fp32 weights, not fp32", "update",
-            timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch, bf16=False)), ours["update"])
+        fp32_update = timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch, bf16=False))
+        row("bf16 autocast over fp32 weights, not fp32", "update", fp32_update, ours["update"])
+        if sampler.autocast:  # an fp32 sampler (a CPU) under bf16 autocast
+            fp32_sampler = Sampler(policy, dtype=dtype)
+            fp32_rollout = timed(functools.partial(rollout, functools.partial(ours_generate, fp32_sampler, **settings)))
+            row("bf16 autocast over fp32 weights, not fp32", "rollout", fp32_rollout, ours["rollout"])
+            # The whole step, as on a CPU without native bf16 (--bf16 false): what --bf16 auto buys here.
+            row("bf16 where it pays (CPU), not fp32 throughout", "step",
+                (fp32_rollout[0] + fp32_update[0], max(fp32_rollout[1], fp32_update[1])), ours["step"])
+            del fp32_sampler
     row(f"truncated IS weights (C = {cfg.is_clip:g})", "update",
         timed(functools.partial(upd_with, ours_logprobs, micro_batch=cfg.micro_batch, is_clip=0)), ours["update"])
     full = timed(functools.partial(ref_with, naive_logprobs, micro_batch=cfg.micro_batch))

@@ -116,8 +116,10 @@ def main(cfg):
     sharded = cfg.shard and world_size > 1  # FSDP2 (support/sharding.py); one process has nothing to shard
     tokenizer, policy, reference = load_policy_and_reference(policy_path, base_model, "cpu" if sharded else cfg.device,
                                                              cfg.gradient_checkpointing)
-    # The sampler decodes from a bf16 copy on a GPU, refreshed each rollout; sharded, from a whole copy.
-    sampler = Sampler(policy, compile=cfg.compile_decode, copy_to=cfg.device if sharded else None)
+    bf16 = use_bf16(cfg.device, cfg.bf16)  # the trainer's numerics: bf16 autocast on a GPU or a bf16-native CPU
+    # The sampler decodes from a bf16 copy on a GPU, refreshed each rollout; sharded, from a whole copy; on a
+    # CPU from the policy itself, under the trainer's autocast (support/sampler.py, 1.).
+    sampler = Sampler(policy, compile=cfg.compile_decode, copy_to=cfg.device if sharded else None, autocast=bf16)
     if sharded:  # loaded whole on the CPU; each process keeps its shards on its own device
         shard_model(policy, cfg.device), shard_model(reference, cfg.device)
     optimizer = make_optimizer(policy, cfg.lr, cfg.device)
@@ -148,7 +150,7 @@ def main(cfg):
             task_rewards = torch.stack(shaped_rewards(episodes.rewards[0], episodes.rewards[1], cfg.alpha))
         # 4. reference log-probs, 5. KL, 6. loss, backward, step: the same update as Stage I (reinforce.py)
         stats = reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_coefs, cfg,
-                                 use_bf16(cfg.device, cfg.bf16), average_gradients=gradient_sync)
+                                 bf16, average_gradients=gradient_sync)
         # 7. log (rank 0, for every rank's episodes; support/training_log.py)
         log_step(step, episodes, stats, {"rollout": t1 - t0, "update": time.time() - t1}, log_path,
                  samples_path, cfg.sample_every, my_problems)

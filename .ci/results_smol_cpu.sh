@@ -10,16 +10,19 @@
 # with --resume true; an evaluation whose records are in results/smol_cpu is not redone).
 # Usage: bash .ci/results_smol_cpu.sh [MODEL] [SEEDS]
 #        bash .ci/results_smol_cpu.sh path/to/SmolLM2-135M-Instruct.Q4_1.gguf "0 1 2"
-#        SCORE_BF16=false bash .ci/results_smol_cpu.sh ...   # the stages' --bf16 (unset: auto); the committed
-#                                                           # seeds ran fp32, so a CPU with native bf16 needs false to match them
+#        SCORE_BF16=false bash .ci/results_smol_cpu.sh ...   # the stages' --bf16 (unset: auto)
+#        SCORE_BF16=false SCORE_ARGS="--micro_batch 32" bash .ci/results_smol_cpu.sh ...   # as the committed seeds
+#                                                           # 0-2 ran: fp32, one micro-batch of 32 (now 8)
+#        SCORE_RESULTS=results/smol_cpu_bf16 bash .ci/results_smol_cpu.sh ...   # records and logs kept there instead
 # The table alone, from the committed records: python evaluate.py --table "results/smol_cpu/*.jsonl" --out_dir results/smol_cpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-HuggingFaceTB/SmolLM2-135M-Instruct}
 seeds=${2:-0 1 2}
 out=${SCORE_OUT:-out/smol_cpu}   # checkpoints (not committed)
-bf16=(--bf16 "${SCORE_BF16:-auto}")   # the stages' numerics; evaluation always decodes in fp32
-res=results/smol_cpu
+# the stages' numerics (evaluation always decodes in fp32), and any further stage flags from SCORE_ARGS
+read -r -a bf16 <<< "--bf16 ${SCORE_BF16:-auto} ${SCORE_ARGS:-}"
+res=${SCORE_RESULTS:-results/smol_cpu}   # what is kept (committed); another folder keeps a run apart from the table
 mkdir -p "$res"
 
 timed() {  # NAME COMMAND...: run it and add its wall time to wall_times.tsv

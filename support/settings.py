@@ -182,7 +182,7 @@ PRESETS = {
     # checkpoints every 5 steps so that --resume true loses little.
     "smol_cpu": {
         "all": dict(out_dir="out/smol_cpu", max_new_tokens=16, device="cpu"),
-        "stages": dict(steps=60, problems_per_step=8, samples_per_problem=4, micro_batch=32, lr=1e-5, temperature=0.7,
+        "stages": dict(steps=60, problems_per_step=8, samples_per_problem=4, micro_batch=8, lr=1e-5, temperature=0.7,
                        gradient_checkpointing=False, sample_every=5, save_every=5),
         "stage1": dict(model=SMOL, task="arithmetic", mix=SMOL_MIX, beta2=1.0),
         "stage2": dict(),

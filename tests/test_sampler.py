@@ -134,6 +134,30 @@ def test_bf16_copy_follows_the_policy_after_an_optimizer_step():
     assert (torch.tensor(lps) - old_logp).abs().mean() > 0.5  # a stale copy's numbers (measured ~3.6)
 
 
+def test_autocast_sampler_computes_as_the_bf16_trainer():
+    """autocast=True, the stages' choice on a CPU with native bf16: the fp32 model itself decodes under bf16
+    autocast into a bf16 KV cache, so the log-probs it records are the bf16 trainer's (token_logprobs under
+    autocast), not the fp32 ones."""
+    model = gqa_model(seed=3)
+    sampler = Sampler(model, autocast=True)
+    assert sampler.model is model and sampler.autocast  # no copy: the policy's own fp32 weights
+    cache, _ = sampler.new_cache(1, 16)
+    with torch.no_grad(), sampler.numerics():
+        model(input_ids=torch.tensor([[5, 6, 7]]), past_key_values=cache, use_cache=True)
+    assert cache.layers[0].keys.dtype == cache.layers[0].values.dtype == torch.bfloat16
+    prompts = random_prompts([6, 6, 6, 6], seed=3)
+    ys, _, lps = sampler.sample(prompts, max_new_tokens=8, temperature=1.0, end_ids=[-1], pad_id=0)
+    ids = torch.tensor([p + y for p, y in zip(prompts, ys)])
+    with torch.no_grad():
+        fp32 = token_logprobs(model, ids, torch.ones_like(ids))[:, 5:]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = token_logprobs(model, ids, torch.ones_like(ids))[:, 5:]
+    to_bf16, to_fp32 = ((torch.tensor(lps) - x).abs().mean().item() for x in (bf16, fp32))
+    assert to_bf16 < 1e-4 < to_fp32, (to_bf16, to_fp32)  # measured 3e-8 and 0.019
+    # A bf16 model (the GPU's sampler copy) is in its compute dtype already: autocast changes nothing there.
+    assert not Sampler(model, dtype=torch.bfloat16, autocast=True).autocast
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     model, tokenizer = build_tiny_model(seed=0)
