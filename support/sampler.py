@@ -40,7 +40,7 @@ What it does, and why (the numbers are the comments' in Sampler):
    greedy or sampling, temperature, max new tokens, end and pad ids.
 3. A static KV cache of fixed length per call (prompt width + max_new_tokens), transformers'
    StaticCache with full-length layers only (static_cache): written in place, never re-concatenated,
-   in the decoding model's dtype (bf16 on a GPU).
+   in the decoding model's dtype (bf16 on a GPU), or in bf16 under autocast=True (1.).
 4. One forward over the whole left-padded prompt, then one token per step.
 5. The log-prob of each drawn token, from this step's (B, V) row only (never a [B, T, V] buffer,
    never output_scores): log_softmax of the logits at temperature 1, the quantity the trainer's
