@@ -292,7 +292,7 @@ def main(cfg):
 
     # 1. the denominators, measured now on this device
     bandwidth = device_bandwidth(device, 2 ** 30 if device.type == "cuda" else 2 ** 27)
-    matmul_rate = device_matmul_rate(device, 8192 if device.type == "cuda" else 1024)
+    matmul_rate = device_matmul_rate(device, 8192 if device.type == "cuda" else 1024, bf16)
     print(f"device: copy bandwidth {bandwidth / 1e9:.1f} GB/s, matmul {matmul_rate / 1e12:.2f} TFLOP/s", flush=True)
 
     timed = functools.partial(measure, device=device, warmup=cfg.warmup, repeats=cfg.repeats)

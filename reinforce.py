@@ -98,6 +98,9 @@ def reinforce_update(policy, reference, optimizer, episodes, task_rewards, kl_co
         actions = episodes.action_masks[:, rows, 1:width].any(0)  # (b, T-1): log-probs needed only here
         # 4. reference log-probs: the frozen base model, no graph, with the policy's numerics (same
         # weight dtype, same autocast), so log pi - log pi_ref is exactly 0 before the first update.
+        # An autocast context per forward, never one around the loop: autocast keeps a weight's bf16
+        # cast until its outermost context exits, and under FSDP2 (--shard true) a cast kept from an
+        # earlier micro-batch routes later gradients wrongly (tests/test_sharding.py, bf16).
         with torch.no_grad(), autocast(device, bf16):
             ref_logp = logprob_fn(reference, ids, attn, only=actions)  # (b, T-1), 0 off the actions
         with autocast(device, bf16):

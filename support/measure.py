@@ -7,7 +7,7 @@ How bench.py measures: time, peak memory, and the hardware's own limits, measure
     print_logprob_memory  the table of it at two micro-batch sizes, ours against a full log-softmax
     print_hardware_rates  tokens/s, decode steps/s, % of the bandwidth roofline and MFU of each phase
     device_bandwidth      bytes/s of a large copy: the decode roofline's denominator
-    device_matmul_rate    FLOP/s of large matmuls (bf16 on a GPU, fp32 on a CPU): the MFU denominator
+    device_matmul_rate    FLOP/s of large matmuls in the compute dtype: the MFU denominator
     forward_flops, decode_bytes   what a forward pass must compute, what a decode step must read
     build_config, build_models    random-weight policy and reference of an architecture (ARCHITECTURES)
 
@@ -248,9 +248,10 @@ def device_bandwidth(device, nbytes):
     return 2 * nbytes / best
 
 
-def device_matmul_rate(device, n):
-    """FLOP/s of the best of a few n x n matmuls, bf16 on a GPU and fp32 on a CPU: the MFU denominator."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def device_matmul_rate(device, n, bf16):
+    """FLOP/s of the best of a few n x n matmuls, in bf16 where the model computes under bf16 autocast
+    (model.use_bf16), else fp32: the MFU denominator, in the dtype the model's matmuls run in."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = math.inf
     for _ in range(5):

@@ -31,9 +31,12 @@ What it does, and why (the numbers are the comments' in Sampler):
    native bf16 is the trainer's own numerics: autocast=True runs the prefill and every decode step
    under bf16 autocast over the fp32 weights (bf16 matmuls, fp32 norms and softmax), with a bf16 KV
    cache (autocast's attention casts keys and values to bf16 anyway). The stages pass it wherever the
-   trainer runs under bf16. 32 random prompts of 44 tokens x 16 new tokens, SmolLM2-135M, 2-core
-   AVX512-BF16 EPYC: 2.4-2.8 s under autocast, 4.3-4.5 s in fp32, 3.1-3.2 s with only the prefill
-   under autocast. The mismatch left is measured and corrected like a GPU's (reinforce.py).
+   trainer runs under bf16. One autocast context spans a whole batch, prefill to last token:
+   autocast keeps the bf16 cast of each fp32 weight until its outermost context exits, so every
+   weight is cast once a batch, not once a step (the same tokens and log-probs, bit for bit).
+   bench.py --preset smol_cpu's rollout (two attempts of 32 random prompts, 16 new tokens each,
+   SmolLM2-135M, 2-core AVX512-BF16 EPYC): 4.6 s so, 11.9 s in fp32, 6.4-7.2 s with a context per
+   step (half of it casting). The mismatch left is measured and corrected like a GPU's (reinforce.py).
 2. No `generate`: it fills every field we leave unset from the model's own generation_config (a hub
    model shipping top_k, min_p or no_repeat_ngram_size would silently change on-policy sampling and
    the evaluation), and it syncs with the host every step. Here the only settings are SCoRe's:
@@ -253,26 +256,25 @@ class Sampler:
             tokens = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
             logps = torch.zeros(B, max_new_tokens, device=device)
             done = torch.zeros(B, dtype=torch.bool, device=device)
-            # 4. prefill: the whole prompt in one eager forward; only the last position's logits.
-            with self.numerics():
+            steps = 0
+            with self.numerics():  # 1.: one context for the batch, so each weight is cast to bf16 once
+                # 4. prefill: the whole prompt in one eager forward; only the last position's logits.
                 logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
-            position = positions[:, -1:]  # (B, 1)
-            steps = 0
-            for t in range(max_new_tokens):
-                # 5. draw this step's token and keep its log-prob (B,), then forget the (B, V) row.
-                token, logp = pick_tokens(logits, temperature)
-                tokens[:, t], logps[:, t] = token, logp
-                done |= torch.isin(token, end)
-                steps = t + 1
-                # 6. the only host sync: every check_every steps, stop once every row has ended.
-                if steps == max_new_tokens or (steps % self.check_every == 0 and bool(done.all())):
-                    break
-                position = position + 1
-                # 7. one decode step (compiled and graph-replayed with compile=True on CUDA).
-                if self.compile and device.type == "cuda":
-                    torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
-                with self.numerics():
+                position = positions[:, -1:]  # (B, 1)
+                for t in range(max_new_tokens):
+                    # 5. draw this step's token and keep its log-prob (B,), then forget the (B, V) row.
+                    token, logp = pick_tokens(logits, temperature)
+                    tokens[:, t], logps[:, t] = token, logp
+                    done |= torch.isin(token, end)
+                    steps = t + 1
+                    # 6. the only host sync: every check_every steps, stop once every row has ended.
+                    if steps == max_new_tokens or (steps % self.check_every == 0 and bool(done.all())):
+                        break
+                    position = position + 1
+                    # 7. one decode step (compiled and graph-replayed with compile=True on CUDA).
+                    if self.compile and device.type == "cuda":
+                        torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
                     logits = self.decode_step(input_ids=token[:, None], attention_mask=mask, position_ids=position,
                                               past_key_values=cache, use_cache=True).logits[:, -1]
             # Back on the host once per batch: cut each row after its first end token.

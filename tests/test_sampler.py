@@ -158,6 +158,31 @@ def test_autocast_sampler_computes_as_the_bf16_trainer():
     assert not Sampler(model, dtype=torch.bfloat16, autocast=True).autocast
 
 
+def test_autocast_sampler_casts_each_weight_once_a_batch():
+    """One autocast context spans a batch, so autocast's cache casts each fp32 weight to bf16 once, not at
+    every decode step (a context per step spent half of a SmolLM2 rollout casting)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountWeightCasts(TorchDispatchMode):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight, self.casts = weight, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.ops.aten._to_copy.default and kwargs.get("dtype") == torch.bfloat16 \
+                    and args[0].data_ptr() == self.weight.data_ptr():
+                self.casts += 1
+            return func(*args, **kwargs)
+
+    model = gqa_model(seed=3)
+    counter = CountWeightCasts(model.model.layers[0].mlp.up_proj.weight)
+    with counter:
+        Sampler(model, autocast=True).sample(random_prompts([6, 6], seed=3), max_new_tokens=8, temperature=1.0,
+                                             end_ids=[-1], pad_id=0)
+    assert counter.casts == 1, counter.casts  # a context per step: 8 (the prefill and 7 decode steps)
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     model, tokenizer = build_tiny_model(seed=0)

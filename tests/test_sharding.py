@@ -42,14 +42,16 @@ def whole(tensor):
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
-def update(policy, reference, episodes):
+def update(policy, reference, episodes, bf16=False):
     """One Eq. 2 update with plain SGD: the weights move by exactly the gradient (as test_distributed)."""
     optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
     rewards = torch.stack([torch.zeros_like(episodes.rewards[1]), episodes.rewards[1]])
-    # fp32 on every CPU (bf16=False): under bf16 autocast, a native-bf16 CPU's default, the ranks'
-    # smaller batches round differently (~3e-4 a weight) and the comparison would measure that.
-    stats = reinforce_update(policy, reference, optimizer, episodes, rewards, torch.tensor([0.5, 0.01]), Settings(),
-                             bf16=False)
+    # fp32 by default, on every CPU: under bf16 autocast, a native-bf16 CPU's default, the ranks' smaller
+    # micro-batches round differently (~3e-4 a weight) and the comparison would measure that. bf16=True
+    # runs micro-batches of one problem, the same rows on one process and on two.
+    settings = Settings(micro_batch=K) if bf16 else Settings()
+    stats = reinforce_update(policy, reference, optimizer, episodes, rewards, torch.tensor([0.5, 0.01]), settings,
+                             bf16=bf16)
     return stats, torch.cat([whole(p).detach().flatten() for p in policy.parameters()])
 
 
@@ -70,6 +72,10 @@ def rank_main(rank, world_size, init_file, tmp):
         if rank == 0:
             save_checkpoint(policy, tokenizer, {"stage": "test"}, os.path.join(tmp, f"ckpt_{kind}"), weights=state_dict)
         results[kind] = {"kl": stats["kl"], "weights": weights, "responses": responses}
+    # Under bf16 autocast (model.use_bf16): gathered weights' casts must not outlive their micro-batch.
+    policy, reference = MODELS["untied"]()[0], MODELS["untied"]()[0].requires_grad_(False)
+    shard_model(policy, "cpu"), shard_model(reference, "cpu")
+    results["bf16_weights"] = update(policy, reference, select(episodes, rows), bf16=True)[1]
     # Adam's state: gathered whole on rank 0, then scattered back into a fresh optimizer's shards.
     adam = torch.optim.Adam(policy.parameters(), lr=1e-2)
     reinforce_update(policy, reference, adam, select(episodes, rows),
@@ -109,6 +115,15 @@ def test_the_sharded_update_is_the_single_process_update(sharded, kind):
     assert not torch.allclose(single, before)  # the update did something
     assert torch.equal(ranks[0][kind]["weights"], ranks[1][kind]["weights"])  # every rank ends alike
     torch.testing.assert_close(ranks[0][kind]["weights"], single, atol=1e-6, rtol=1e-5)
+
+
+def test_the_sharded_update_under_bf16_autocast_is_the_single_process_update(sharded):
+    # One autocast context around reinforce_update's micro-batch loop (each weight cast once an update)
+    # moved these weights by up to 0.03-0.06 away from the single process; a context per forward, 6e-8 to 6e-6.
+    tmp, episodes, ranks = sharded
+    _, single = update(MODELS["untied"]()[0], MODELS["untied"]()[0].requires_grad_(False), episodes, bf16=True)
+    assert torch.equal(ranks[0]["bf16_weights"], ranks[1]["bf16_weights"])
+    torch.testing.assert_close(ranks[0]["bf16_weights"], single, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("kind", MODELS)
