@@ -41,7 +41,7 @@ from model import autocast, load_model, load_tokenizer, token_logprobs
 from rollout import episode_row, pad_rows, run_episodes
 from support.chat_template import chat_prompt_ids, end_of_turn_ids, turn_end_id, turn_glue_ids
 from support.checkpoints import append_jsonl, find_checkpoint, read_run_config, save_checkpoint
-from support.distributed import all_gather, init_distributed, main_process_first
+from support.distributed import all_gather, barrier, init_distributed, main_process_first
 from support.settings import UsageError, parse_config, presets, require_device
 from support.tasks import get_task, load_problems
 
@@ -203,5 +203,6 @@ def main(cfg):
 if __name__ == "__main__":
     try:
         main(parse_config(Config, presets("baselines")))
+        barrier()  # every rank leaves together (support/distributed.py, barrier)
     except UsageError as e:
         sys.exit(f"error: {e}")

@@ -68,7 +68,7 @@ from support.analysis import (TABLE_HEADER, answer_equiv, compute_budget_curve, 
                               final_answer, format_row, plot_results, plot_training_curves, print_histogram,
                               ratio_histogram, results_table, training_summary)
 from support.checkpoints import append_jsonl, find_checkpoint, read_run_config
-from support.distributed import all_gather, init_distributed, rank_and_world_size
+from support.distributed import all_gather, barrier, init_distributed, rank_and_world_size
 from support.sampler import Sampler
 from support.settings import UsageError, parse_config, presets, require_device
 from support.tasks import get_task, load_problems, read_jsonl
@@ -369,5 +369,6 @@ def evaluate_model(cfg, quiet=False):
 if __name__ == "__main__":
     try:
         main(parse_config(Config, presets("evaluate")))
+        barrier()  # every rank leaves together (support/distributed.py, barrier)
     except UsageError as e:
         sys.exit(f"error: {e}")

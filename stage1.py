@@ -183,5 +183,6 @@ def main(cfg):
 if __name__ == "__main__":
     try:
         main(parse_config(Config, presets("stage1")))
+        barrier()  # every rank leaves together (support/distributed.py, barrier)
     except UsageError as e:
         sys.exit(f"error: {e}")

@@ -48,7 +48,7 @@ from reinforce import make_optimizer, reinforce_update
 from rollout import run_episodes
 from support.checkpoints import (find_checkpoint, load_training_state, read_run_config, restore_training_state,
                                  save_checkpoint, training_state)
-from support.distributed import all_gather, average_gradients, init_distributed, main_process_first
+from support.distributed import all_gather, average_gradients, barrier, init_distributed, main_process_first
 from support.sampler import Sampler
 from support.sharding import gathered_weights, shard_model
 from support.settings import TABLE5_SHARED, TrainingConfig, UsageError, check_config, parse_config, presets
@@ -175,5 +175,6 @@ def main(cfg):
 if __name__ == "__main__":
     try:
         main(parse_config(Config, presets("stage2")))
+        barrier()  # every rank leaves together (support/distributed.py, barrier)
     except UsageError as e:
         sys.exit(f"error: {e}")
